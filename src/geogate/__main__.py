@@ -1,0 +1,3 @@
+from geogate.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""The executor interface: one upstream call in, a streamed response out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from geogate.config import Timeouts
+
+
+class UpstreamError(Exception):
+    """The target failed, reset or timed out; `code` is the SPEC §3 code to answer with."""
+
+    def __init__(self, code: Literal["upstream_error", "upstream_timeout"], message: str) -> None:
+        super().__init__(message)
+        self.code: Literal["upstream_error", "upstream_timeout"] = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    connection: str
+    method: str
+    url: str
+    """Absolute URL, already checked to stay under the connection's base URL."""
+    headers: list[tuple[str, str]]
+    body: bytes | AsyncIterable[bytes]
+    timeouts: Timeouts
+    ca_file: str | None = None
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    """Raw response headers as received (hop-by-hop ones included; the gateway filters)."""
+
+    def body(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; raises `UpstreamError` on a reset or an idle timeout."""
+        ...
+
+    def close(self) -> None:
+        """Release the upstream connection (or drop it if the body was not read to the end)."""
+        ...
+
+
+class Executor(Protocol):
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Send the request; return once the response headers are in (or raise UpstreamError)."""
+        ...
+
+    async def close(self) -> None: ...

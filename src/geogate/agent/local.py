@@ -1,0 +1,168 @@
+"""The in-process executor: a pooled aiohttp client that sends exactly what the gateway built."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import cache
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from geogate.agent.executor import UpstreamError, UpstreamRequest
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Headers aiohttp would otherwise add on its own: the target must see what the caller sent,
+# and an Accept-Encoding the caller never asked for would hand it a compressed body.
+_NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+
+class StaticResolver(AbstractResolver):
+    """`gateway.resolve` answers first (like curl --resolve), the system resolver otherwise."""
+
+    def __init__(self, answers: Mapping[str, Sequence[IpAddress]]) -> None:
+        self._answers = {host.lower().rstrip("."): list(addrs) for host, addrs in answers.items()}
+        self._fallback = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = self._answers.get(host.lower().rstrip("."))
+        if addresses is None:
+            return await self._fallback.resolve(host, port, family)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        await self._fallback.close()
+
+
+@cache
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """System trust plus the connection's own CA; verification is never turned off."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+class _Response:
+    def __init__(self, response: aiohttp.ClientResponse, idle_timeout: float) -> None:
+        self._response = response
+        self._idle_timeout = idle_timeout
+        self.status = response.status
+        self.headers = list(response.raw_headers)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        while True:
+            try:
+                async with asyncio.timeout(self._idle_timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise UpstreamError(
+                    "upstream_timeout",
+                    f"The target sent nothing for {self._idle_timeout:g}s in the middle of "
+                    f"its response; the response was cut off.",
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(
+                    "upstream_error",
+                    f"The target broke off its response ({type(exc).__name__}); "
+                    f"the response is incomplete.",
+                ) from exc
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class LocalExecutor:
+    """Sends from this process through one pooled client session (connections are reused)."""
+
+    def __init__(self, resolve: Mapping[str, Sequence[IpAddress]] | None = None) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=1024,
+            limit_per_host=0,
+            keepalive_timeout=60,
+            ttl_dns_cache=10,
+            resolver=StaticResolver(resolve or {}),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,  # proxy variables must never divert a call
+            auto_decompress=False,  # bytes pass through as the target encoded them
+            skip_auto_headers=_NO_AUTO_HEADERS,
+            cookie_jar=aiohttp.DummyCookieJar(),  # one caller's cookies never reach another
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def send(self, request: UpstreamRequest) -> _Response:
+        timeouts = request.timeouts
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect, sock_read=None
+        )
+        try:
+            async with asyncio.timeout(timeouts.first_byte):
+                response = await self._session.request(
+                    request.method,
+                    URL(request.url, encoded=True),
+                    headers=request.headers,
+                    data=request.body,
+                    allow_redirects=False,
+                    timeout=timeout,
+                    ssl=_tls_context(request.ca_file),
+                )
+        except TimeoutError as exc:
+            # aiohttp's connect timeout is also a TimeoutError: say which limit ran out.
+            limit, what = (
+                (timeouts.connect, "accept a connection")
+                if isinstance(exc, aiohttp.ServerTimeoutError)
+                else (timeouts.first_byte, "answer")
+            )
+            raise UpstreamError(
+                "upstream_timeout",
+                f"The target of connection {request.connection!r} did not {what} within "
+                f"{limit:g}s; try again later or raise the connection's timeout.",
+            ) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise UpstreamError(
+                "upstream_error",
+                f"The TLS certificate of connection {request.connection!r}'s target could not "
+                f"be verified ({exc.certificate_error}); the call was not sent.",
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamError(
+                "upstream_error",
+                f"Could not connect to the target of connection {request.connection!r} "
+                f"({exc.os_error.strerror or type(exc.os_error).__name__}).",
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                "upstream_error",
+                f"The target of connection {request.connection!r} failed before answering "
+                f"({type(exc).__name__}).",
+            ) from exc
+        return _Response(response, timeouts.idle)
+
+    async def close(self) -> None:
+        await self._session.close()

@@ -1,0 +1,25 @@
+"""The `geogate` command: one typer sub-app per command group (SPEC §5)."""
+
+from __future__ import annotations
+
+import typer
+
+from geogate.cli import demo, keys, policy, regions, up, users
+
+app = typer.Typer(
+    name="geogate",
+    help="GeoGate: the identity-aware gateway that proves where AI calls send data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("up")(up.up)
+app.command("demo-llm")(demo.demo_llm)
+app.add_typer(policy.app, name="policy")
+app.add_typer(keys.app, name="keys")
+app.add_typer(users.app, name="users")
+app.add_typer(regions.app, name="regions")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,106 @@
+"""`geogate up`: check the policy, migrate the state store, then serve with N workers."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from geogate.cli.common import DEFAULT_CONFIG, ConfigOption, fail, open_config, resolve_config_path
+from geogate.config import quickstart_path
+from geogate.gateway.app import BASE_DIR_ENV, CONFIG_ENV
+from geogate.store import open_store
+
+DEMO_LISTEN = "127.0.0.1:8090"
+"""Where the quickstart policy expects the demo LLM that `up` starts beside the gateway."""
+
+LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(message)s"},
+        "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "access": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"},
+        "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"},
+    },
+    "loggers": {
+        "geogate.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        "geogate": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+    },
+}
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def up(
+    config: ConfigOption = DEFAULT_CONFIG,
+    listen: Annotated[
+        str | None, typer.Option("--listen", help="HOST:PORT; default: gateway.listen.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes; default: cores.")
+    ] = None,
+) -> None:
+    """Run the gateway (data path, health and metrics on one port)."""
+    file, base_dir = resolve_config_path(config)
+    policy = open_config(config)
+    try:
+        host, port = split_listen(listen or policy.gateway.listen)
+    except ValueError:
+        fail(f"--listen {listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+    asyncio.run(_migrate(policy.gateway.state))
+
+    if file == quickstart_path():
+        _start_demo_llm()
+        typer.echo(f"Using the bundled quickstart policy; demo LLM on http://{DEMO_LISTEN}")
+
+    os.environ[CONFIG_ENV] = str(file)
+    os.environ[BASE_DIR_ENV] = str(base_dir)
+    metrics_dir = tempfile.mkdtemp(prefix="geogate-metrics-")
+    atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    typer.echo(f"GeoGate listening on http://{host}:{port} ({file})")
+    uvicorn.run(
+        "geogate.gateway.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or os.cpu_count() or 1,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=False,  # the target's Date passes through
+        log_config=LOG_CONFIG,
+        timeout_graceful_shutdown=10,
+    )
+
+
+async def _migrate(state_url: str) -> None:
+    """Bring the state store to the current schema once, before workers start."""
+    store = await open_store(state_url)
+    await store.close()
+
+
+def _start_demo_llm() -> None:
+    process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "geogate", "demo-llm", "--listen", DEMO_LISTEN],
+        stdin=subprocess.DEVNULL,
+    )
+    atexit.register(process.terminate)

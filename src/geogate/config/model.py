@@ -1,0 +1,294 @@
+"""The policy file, version 1 (SPEC §4), as typed pydantic models.
+
+Every model forbids unknown keys so a typo is an error with a line number, never a silently
+ignored setting. Cross-references (a policy naming a missing connection, an unknown region id)
+are checked by the loader once the whole file is known.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+
+
+def parse_duration(value: object) -> float:
+    """`90s`, `10m`, `1h`, `30d`, `250ms` (or a bare number of seconds) -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 10m, 1h or 30d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration; write it as 90s, 10m, 1h or 30d")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """`10MB`, `512KiB`, `1GB` (or a bare number of bytes) -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 10MB")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+    else:
+        raise ValueError(f"{value!r} is not a size; write it as 512KB, 10MB or 1GB")
+    if size <= 0:
+        raise ValueError("a size must be positive")
+    return size
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written in the file as `90s`, `10m`, `1h`, `30d`."""
+Size = Annotated[int, BeforeValidator(parse_size)]
+"""Bytes, written in the file as `10MB`."""
+
+ConnectionType = Literal[
+    "openai", "anthropic", "bedrock", "azure-openai", "vertex", "mistral", "http", "mcp"
+]
+RecordContent = Literal["masked", "metadata"]
+MaskStyle = Literal["redact", "partial", "hash", "tokenize"]
+
+
+class Model(BaseModel):
+    """Base: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Recordings(Model):
+    store: str = "file://.geogate/recordings"
+    region: str | None = None
+    """Where the store is; a `file://` store defaults to `gateway.region`."""
+    content: RecordContent = "masked"
+    retention: Duration | None = None
+    witness: str | None = None
+
+
+class Gateway(Model):
+    region: str | None = None
+    listen: str = "127.0.0.1:8080"
+    state: str = "sqlite:///.geogate/state.db"
+    recordings: Recordings = Recordings()
+    audit_key: str = ".geogate/audit.ed25519"
+    resolve: dict[str, list[IPvAnyAddress]] = {}
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+        return value
+
+
+class RegionDef(Model):
+    """A user region (`onprem:NAME`) or private addresses added to a catalog region."""
+
+    jurisdiction: str | None = None
+    country: str | None = None
+    cidrs: list[IPvAnyNetwork] = []
+    hosts: list[str] = []
+
+
+class OidcIssuer(Model):
+    issuer: str
+    audience: str | list[str]
+    groups_claim: str = "groups"
+    user_claim: str = "email"
+    algorithms: list[str] = ["RS256", "PS256", "ES256", "EdDSA"]
+
+    @field_validator("algorithms")
+    @classmethod
+    def _no_weak_algorithms(cls, value: list[str]) -> list[str]:
+        weak = [alg for alg in value if alg == "none" or alg.upper().startswith("HS")]
+        if weak:
+            raise ValueError(f"algorithms {weak} are never accepted; use asymmetric ones only")
+        return value
+
+
+class ApiKeys(Model):
+    max_lifetime: Duration = 90 * 86400.0
+
+
+class Identity(Model):
+    oidc: list[OidcIssuer] = []
+    api_keys: ApiKeys = ApiKeys()
+    admin_groups: list[str] = ["geogate-admins"]
+
+
+class AwsCredentials(Model):
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    profile: str | None = None
+    role_arn: str | None = None
+
+
+class Credentials(Model):
+    """How the gateway authenticates to the target; exactly one form."""
+
+    bearer: str | None = None
+    header: dict[str, str] | None = None
+    aws: AwsCredentials | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Credentials:
+        given = [name for name in ("bearer", "header", "aws") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("credentials take exactly one of bearer, header or aws (or `none`)")
+        return self
+
+
+class Timeouts(Model):
+    connect: Duration = 10.0
+    first_byte: Duration = 120.0
+    """From sending the request to the response headers."""
+    idle: Duration = 120.0
+    """Longest silence while reading a (streamed) response."""
+
+
+def _timeouts(value: object) -> object:
+    """`timeout: 120s` sets the first-byte and idle limits; a mapping sets each."""
+    if isinstance(value, dict):
+        return value
+    seconds = parse_duration(value)
+    return {"first_byte": seconds, "idle": seconds}
+
+
+def _credentials(value: object) -> object:
+    if value == "none":
+        return None
+    return value
+
+
+class Tls(Model):
+    ca_file: str | None = None
+
+
+class Connection(Model):
+    type: ConnectionType
+    url: str
+    region: str | None = None
+    agent: str | None = None
+    credentials: Annotated[Credentials | None, BeforeValidator(_credentials)] = None
+    timeout: Annotated[Timeouts, BeforeValidator(_timeouts)] = Timeouts()
+    max_body: Size = 10 * 1000**2
+    tls: Tls = Tls()
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/?#@\s]+(/[^?#\s]*)?$", value):
+            raise ValueError(
+                f"{value!r} is not an absolute http(s) URL without query, fragment or user info"
+            )
+        return value.rstrip("/")
+
+
+class CustomEntity(Model):
+    pattern: str | None = None
+    words: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _pattern_or_words(self) -> CustomEntity:
+        if (self.pattern is None) == (self.words is None):
+            raise ValueError("a custom entity takes either `pattern` or `words`")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from exc
+        return self
+
+
+class Masking(Model):
+    custom: dict[str, CustomEntity] = {}
+    sets: dict[str, list[str]] = {}
+
+
+class MaskRule(Model):
+    request: list[str] = []
+    response: list[str] = []
+    style: MaskStyle = "redact"
+    on_detect: Literal["mask", "block", "review"] = "mask"
+
+
+class Subjects(Model):
+    users: list[str] = []
+    groups: list[str] = []
+    service_accounts: list[str] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Subjects:
+        if not (self.users or self.groups or self.service_accounts):
+            raise ValueError("subjects must name users, groups or service_accounts")
+        return self
+
+
+class Approvers(Model):
+    users: list[str] = []
+    groups: list[str] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Approvers:
+        if not (self.users or self.groups):
+            raise ValueError("approvers must name users or groups")
+        return self
+
+
+class Review(Model):
+    approvers: Approvers
+    mode: Literal["hold", "ask"] = "hold"
+    timeout: Duration = 600.0
+    grant: Duration = 0.0
+    min_approvals: Annotated[int, Field(ge=1)] = 1
+
+
+class Policy(Model):
+    name: str
+    subjects: Subjects
+    connections: Annotated[list[str], Field(min_length=1)]
+    regions: list[str] = []
+    """Jurisdictions or region ids every hop must be inside; empty means no residency limit."""
+    mask: MaskRule | None = None
+    record: RecordContent | None = None
+    review: Review | None = None
+
+
+class Config(Model):
+    version: Literal[1]
+    gateway: Gateway = Gateway()
+    regions: dict[str, RegionDef] = {}
+    jurisdictions: dict[str, list[str]] = {}
+    identity: Identity = Identity()
+    connections: dict[str, Connection] = {}
+    masking: Masking = Masking()
+    policies: list[Policy] = []

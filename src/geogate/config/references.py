@@ -1,0 +1,230 @@
+"""Checks that need the whole file: names that refer to each other, regions, URLs, credentials.
+
+They run on the validated model, and each problem is reported at the line of the offending
+entry. A region id is checked against the region catalog (bundled plus the file's `regions:`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
+
+from geogate.config.model import Config, Credentials
+from geogate.config.source import Document, Loc
+from geogate.residency import Catalog, CatalogError, catalog_for
+
+BUILTIN_ENTITIES = frozenset(
+    {
+        "us_ssn",
+        "credit_card",
+        "iban",
+        "email",
+        "phone",
+        "ip_address",
+        "us_itin",
+        "uk_nino",
+        "secret",
+    }
+)
+"""Masking entities the gateway detects without configuration (SPEC §4)."""
+
+_CONNECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_GLOB = re.compile(r"[*?\[]")
+
+
+def check_references(document: Document, config: Config) -> Catalog | None:
+    """Add every cross-reference problem to `document`; return the region catalog if it built."""
+    _check_connections(document, config)
+    _check_policies(document, config)
+    _check_masking(document, config)
+    _check_resolve(document, config)
+    try:
+        catalog = catalog_for(config.regions, config.jurisdictions)
+    except CatalogError as exc:
+        for path, message in exc.problems:
+            document.error(path, message)
+        return None
+    _check_regions(document, config, catalog)
+    return catalog
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_connections(document: Document, config: Config) -> None:
+    for name, connection in config.connections.items():
+        loc: Loc = ("connections", name)
+        if not _CONNECTION_NAME.match(name):
+            document.error(
+                loc,
+                f"connection name {name!r} must be 1-63 lowercase letters, digits, '.', '_' or "
+                "'-', starting with a letter or digit: it is part of the URL /c/NAME/",
+                label=("connections",),
+            )
+        url = urlsplit(connection.url)
+        region = connection.region or ""
+        if (
+            url.scheme == "http"
+            and not _is_loopback(url.hostname or "")
+            and not (region.startswith("onprem:"))
+        ):
+            document.error(
+                (*loc, "url"),
+                "plain http:// is only allowed for loopback hosts or connections in an "
+                "onprem: region; use https://",
+            )
+        if connection.credentials is not None:
+            _check_credentials(document, (*loc, "credentials"), connection.credentials)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_credentials(document: Document, loc: Loc, credentials: Credentials) -> None:
+    """Catch the credentials that would fail at the first call, or smuggle extra headers."""
+    values: list[tuple[Loc, str]] = []
+    if credentials.bearer is not None:
+        values.append(((*loc, "bearer"), credentials.bearer))
+    for header, value in (credentials.header or {}).items():
+        header_loc = (*loc, "header", header)
+        if not _HEADER_NAME.match(header):
+            document.error(
+                header_loc, f"{header!r} is not a valid header name", label=(*loc, "header")
+            )
+        values.append((header_loc, value))
+    for value_loc, value in values:
+        if not value.strip():
+            source = document.templates.get(value_loc)
+            why = f" ({source} is set but empty)" if source else ""
+            document.error(value_loc, f"the value is empty{why}")
+        elif _CONTROL.search(value):
+            document.error(
+                value_loc,
+                "contains a line break or control character, which a header cannot",
+            )
+
+
+def _check_policies(document: Document, config: Config) -> None:
+    names = list(config.connections)
+    first_line: dict[str, int] = {}
+    for index, policy in enumerate(config.policies):
+        loc: Loc = ("policies", index)
+        name_loc = (*loc, "name")
+        if not policy.name.strip():
+            document.error(name_loc, "a policy needs a name")
+        elif policy.name in first_line:
+            document.error(
+                name_loc,
+                f"duplicate policy name {policy.name!r} (first at line {first_line[policy.name]})",
+                label=loc,
+            )
+        else:
+            first_line[policy.name] = document.line(name_loc)
+        for position, pattern in enumerate(policy.connections):
+            item = (*loc, "connections", position)
+            shown = document.show(item, pattern)
+            if _GLOB.search(pattern):
+                if not any(fnmatchcase(name, pattern) for name in names):
+                    document.error(item, f"pattern {shown} matches no connection")
+            elif pattern not in config.connections:
+                document.error(item, f"unknown connection {shown}{_suggest(pattern, names)}")
+
+
+def _check_masking(document: Document, config: Config) -> None:
+    custom = set(config.masking.custom)
+    sets = set(config.masking.sets)
+    entities = BUILTIN_ENTITIES | custom
+    for name in sorted(custom & BUILTIN_ENTITIES):
+        loc: Loc = ("masking", "custom", name)
+        document.error(loc, f"{name!r} is the name of a built-in entity; rename it", label=loc[:-1])
+    for name, members in config.masking.sets.items():
+        loc = ("masking", "sets", name)
+        if name in entities:
+            document.error(loc, f"{name!r} is the name of an entity; rename it", label=loc[:-1])
+        for position, member in enumerate(members):
+            item = (*loc, position)
+            if member in sets:
+                message = f"sets cannot contain sets; list the entities of {member!r} instead"
+            elif member not in entities:
+                shown = document.show(item, member)
+                message = f"unknown entity {shown}{_suggest(member, entities)}"
+            else:
+                continue
+            document.error(item, message)
+    known = entities | sets
+    for index, policy in enumerate(config.policies):
+        if policy.mask is None:
+            continue
+        for direction, names in (
+            ("request", policy.mask.request),
+            ("response", policy.mask.response),
+        ):
+            for position, name in enumerate(names):
+                if name not in known:
+                    use: Loc = ("policies", index, "mask", direction, position)
+                    shown = document.show(use, name)
+                    document.error(use, f"unknown entity or set {shown}{_suggest(name, known)}")
+
+
+def _check_resolve(document: Document, config: Config) -> None:
+    for host in config.gateway.resolve:
+        if not _is_dns_name(host):
+            loc: Loc = ("gateway", "resolve", host)
+            document.error(loc, f"{host!r} is not a valid DNS host name", label=loc[:-1])
+
+
+def _is_dns_name(host: str) -> bool:
+    labels = host.removesuffix(".").split(".")
+    return (
+        len(host) <= 253
+        and all(_DNS_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def _check_regions(document: Document, config: Config, catalog: Catalog) -> None:
+    gateway = config.gateway
+    if gateway.region is not None:
+        _check_region_id(document, ("gateway", "region"), gateway.region, catalog)
+    if gateway.recordings.region is not None:
+        _check_region_id(
+            document, ("gateway", "recordings", "region"), gateway.recordings.region, catalog
+        )
+    for name, connection in config.connections.items():
+        if connection.region is not None:
+            _check_region_id(document, ("connections", name, "region"), connection.region, catalog)
+    for index, policy in enumerate(config.policies):
+        for position, name in enumerate(policy.regions):
+            loc: Loc = ("policies", index, "regions", position)
+            if not catalog.knows(name):
+                shown = document.show(loc, name)
+                document.error(loc, f"{shown} is neither a region id nor a jurisdiction")
+
+
+def _check_region_id(document: Document, loc: Loc, region: str, catalog: Catalog) -> None:
+    """A hop is in exactly one region, so here a jurisdiction is not enough."""
+    shown = document.show(loc, region)
+    if catalog.get(region) is not None:
+        return
+    if catalog.is_jurisdiction(region):
+        message = f"{shown} is a jurisdiction; name the one region id this runs in"
+    else:
+        message = (
+            f"unknown region {shown}; see `geogate regions list`, or declare it under `regions:`"
+        )
+    document.error(loc, message)

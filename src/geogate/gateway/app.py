@@ -1,0 +1,97 @@
+"""The ASGI application: the data path under `/c/`, health and metrics beside it.
+
+The data path is a plain ASGI callable, not a framework route: nothing sits between the server
+and the flow, so a call pays only for the steps it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from starlette.types import Receive, Scope, Send
+
+from geogate.config import Config, load_config
+from geogate.gateway.datapath import DataPath
+from geogate.gateway.errors import plain_error
+from geogate.gateway.observe import metrics_payload
+from geogate.gateway.runtime import Runtime
+
+logger = logging.getLogger("geogate.gateway")
+
+CONFIG_ENV = "GEOGATE_CONFIG_FILE"
+BASE_DIR_ENV = "GEOGATE_BASE_DIR"
+
+
+class GatewayApp:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.runtime: Runtime | None = None
+        self.datapath: DataPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if scope["path"].startswith("/c/") and self.datapath is not None:
+                await self.datapath(scope, receive, send)
+            else:
+                await self._service(scope, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.runtime = await Runtime.start(self.config)
+                except Exception as exc:  # a worker that cannot start must say why, then stop
+                    logger.exception("gateway failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                self.datapath = DataPath(self.runtime)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.runtime is not None:
+                    await self.runtime.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _service(self, scope: Scope, send: Send) -> None:
+        path = scope["path"]
+        if path == "/healthz":
+            await _respond(send, 200, b'{"status":"ok"}')
+        elif path == "/readyz":
+            ready = self.runtime is not None and await self.runtime.store.ping()
+            body = b'{"status":"ready"}' if ready else b'{"status":"starting"}'
+            await _respond(send, 200 if ready else 503, body)
+        elif path == "/metrics":
+            payload, content_type = metrics_payload()
+            await _respond(send, 200, payload, content_type)
+        elif path.startswith("/c/"):
+            message = "The gateway is still starting; retry in a moment."
+            await _respond(send, 503, plain_error("starting", message))
+        else:
+            message = f"Nothing is served at {path}; AI calls go to /c/CONNECTION/..."
+            await _respond(send, 404, plain_error("not_found", message))
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: str = "application/json"
+) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(config: Config) -> GatewayApp:
+    return GatewayApp(config)
+
+
+def app_from_env() -> GatewayApp:
+    """Factory for uvicorn workers: each loads the policy file `geogate up` checked."""
+    config = load_config(Path(os.environ[CONFIG_ENV]), base_dir=os.environ.get(BASE_DIR_ENV))
+    return create_app(config)

@@ -1,0 +1,323 @@
+"""The data path, `ANY /c/{connection}/{path}`: one call, in the order DESIGN.md gives.
+
+    authenticate -> resolve connection -> read request -> decide -> forward -> stream back
+
+Every step either hands the next one what it needs or raises a `Refusal`, which becomes an
+error in the shape the connection's SDK understands. Later steps of the design (review gate,
+write-ahead record, masking) slot in between `decide` and `forward`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from geogate.agent import UpstreamError, UpstreamRequest, UpstreamResponse
+from geogate.config import Connection
+from geogate.gateway.errors import Refusal, refusal_response
+from geogate.gateway.headers import Headers, caller_token, downstream_headers, upstream_headers
+from geogate.gateway.observe import CallLog
+from geogate.gateway.paths import PathError, split_connection, target_url
+from geogate.gateway.runtime import Runtime
+from geogate.identity import AuthError, Principal
+from geogate.policy import RequestFacts
+from geogate.protocols import ProtocolAdapter, RequestBodyError, adapter_for
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_FALLBACK_ADAPTER = adapter_for("http")
+
+
+class _BodyTooLarge(Exception):
+    """Raised inside a streamed request body once it passes the connection's limit."""
+
+
+@dataclass(slots=True)
+class _RequestBody:
+    """A buffered body (JSON APIs, small bodies) or a stream that counts as it goes."""
+
+    content: bytes | AsyncIterator[bytes]
+    facts: RequestFacts
+    streamed: bool
+    overflowed: bool = False
+
+
+class DataPath:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = "req_" + secrets.token_hex(10)
+        log = CallLog(request_id=request_id, session_id=request_id, method=scope["method"])
+        adapter = _FALLBACK_ADAPTER
+        connection: Connection | None = None
+        try:
+            name, tail = _connection_part(scope["raw_path"])
+            log.connection = name
+            connection = self.runtime.config.connections.get(name)
+            if connection is not None:
+                adapter = adapter_for(connection.type)
+            headers: Headers = scope["headers"]
+            log.session_id = _session_id(headers, request_id)
+
+            principal = await self._authenticate(headers)
+            log.subject, log.user = principal.subject, principal.user
+
+            if connection is None:
+                raise Refusal(
+                    "unknown_connection",
+                    f"There is no connection named {name!r}; check the base URL "
+                    f"(/c/CONNECTION/...) against the connections in the policy file.",
+                )
+            url = _target(connection, tail, scope["query_string"])
+            body = await _read_body(receive, headers, connection, adapter, name)
+
+            decision = self.runtime.policy.decide(principal, name, body.facts)
+            log.policy = decision.policy_name
+            if not decision.allowed:
+                assert decision.code is not None
+                raise Refusal(decision.code, decision.message)
+            log.region = connection.region
+
+            forwarded_at = time.perf_counter()
+            upstream = await self._forward(scope, headers, name, connection, url, body)
+            log.decision = "allow"
+            await self._stream_back(upstream, log, adapter, receive, send, forwarded_at - started)
+        except Refusal as refusal:
+            log.decision = "error" if refusal.status >= 500 else "deny"
+            log.code = refusal.code
+            status, error_headers, payload = refusal_response(refusal, adapter, request_id)
+            log.status = status
+            await send({"type": "http.response.start", "status": status, "headers": error_headers})
+            await send({"type": "http.response.body", "body": payload})
+        finally:
+            log.latency_ms = (time.perf_counter() - started) * 1000
+            log.emit(known_connection=connection is not None)
+
+    async def _authenticate(self, headers: Headers) -> Principal:
+        token = caller_token(headers)
+        if not token:
+            raise Refusal(
+                "unauthenticated",
+                "No credentials were sent; pass a GeoGate API key or an OIDC token as "
+                "`Authorization: Bearer TOKEN` (or `x-api-key`).",
+            )
+        try:
+            return await self.runtime.authenticator.authenticate(token)
+        except AuthError as exc:
+            raise Refusal(exc.code, exc.message) from None
+
+    async def _forward(
+        self,
+        scope: Scope,
+        headers: Headers,
+        name: str,
+        connection: Connection,
+        url: str,
+        body: _RequestBody,
+    ) -> UpstreamResponse:
+        request = UpstreamRequest(
+            connection=name,
+            method=scope["method"],
+            url=url,
+            headers=upstream_headers(
+                headers, self.runtime.credentials[name], keep_length=body.streamed
+            ),
+            body=body.content,
+            timeouts=connection.timeout,
+            ca_file=connection.tls.ca_file,
+        )
+        try:
+            return await self.runtime.executor.send(request)
+        except UpstreamError as exc:
+            if body.overflowed:
+                raise _too_large(name, connection) from None
+            raise Refusal(exc.code, exc.message) from None
+
+    async def _stream_back(
+        self,
+        upstream: UpstreamResponse,
+        log: CallLog,
+        adapter: ProtocolAdapter,
+        receive: Receive,
+        send: Send,
+        overhead: float,
+    ) -> None:
+        """Send the target's response as it arrives; stop the target if the caller leaves.
+
+        `overhead` is the gateway's time before forwarding; the time from the target's
+        headers to ours is added to it to give the call's added latency.
+        """
+        answered_at = time.perf_counter()
+        headers = downstream_headers(upstream.headers)
+        streamed = not any(name == b"content-length" for name, _ in headers)
+        is_sse = any(
+            name == b"content-type" and value.startswith(b"text/event-stream")
+            for name, value in headers
+        )
+        headers += [
+            (b"x-geogate-request-id", log.request_id.encode()),
+            (b"x-geogate-session-id", log.session_id.encode()),
+        ]
+        if log.region is not None:
+            headers.append((b"x-geogate-region", log.region.encode()))
+        log.status = upstream.status
+        try:
+            await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
+            log.added_ms = (overhead + time.perf_counter() - answered_at) * 1000
+            pump = _pump(upstream, log, adapter, send, is_sse)
+            if streamed:
+                await _until_disconnect(pump, receive)
+            else:
+                await pump
+        finally:
+            upstream.close()
+
+
+async def _pump(
+    upstream: UpstreamResponse, log: CallLog, adapter: ProtocolAdapter, send: Send, is_sse: bool
+) -> None:
+    """Copy the body; a target failing mid-stream becomes an SSE error event or a cut-off."""
+    at_event_boundary = True
+    try:
+        async for chunk in upstream.body():
+            log.bytes_out += len(chunk)
+            at_event_boundary = chunk.endswith(b"\n\n")
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except UpstreamError as exc:
+        log.decision, log.code = "error", exc.code
+        if not (is_sse and at_event_boundary):
+            return  # leaving the response incomplete tells the caller it was cut off
+        event = adapter.stream_error_event(exc.code, exc.message, log.request_id)
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_disconnect(pump: Coroutine[Any, Any, None], receive: Receive) -> None:
+    """Run the pump, cancelling it (and so the upstream read) when the caller disconnects."""
+    pump_task = asyncio.ensure_future(pump)
+    watch_task = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        await asyncio.wait((pump_task, watch_task), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch_task.cancel()
+        if not pump_task.done():
+            pump_task.cancel()
+    if pump_task.done() and not pump_task.cancelled():
+        pump_task.result()
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _connection_part(raw_path: bytes) -> tuple[str, bytes]:
+    try:
+        return split_connection(raw_path)
+    except PathError as exc:
+        raise Refusal("bad_request", str(exc)) from None
+
+
+def _target(connection: Connection, tail: bytes, query: bytes) -> str:
+    try:
+        return target_url(connection.url, tail, query)
+    except PathError as exc:
+        raise Refusal("bad_request", str(exc)) from None
+
+
+def _session_id(headers: Headers, default: str) -> str:
+    for name, value in headers:
+        if name == b"x-geogate-session":
+            session = value.decode("latin-1")
+            if not _SESSION_ID.match(session):
+                raise Refusal(
+                    "bad_request",
+                    "x-geogate-session must be 1-128 characters of letters, digits and . _ : -",
+                )
+            return session
+    return default
+
+
+def _too_large(name: str, connection: Connection) -> Refusal:
+    return Refusal(
+        "body_too_large",
+        f"The request body is larger than the {connection.max_body} bytes connection "
+        f"{name!r} accepts; send less data per call.",
+        max_body=connection.max_body,
+    )
+
+
+async def _read_body(
+    receive: Receive,
+    headers: Headers,
+    connection: Connection,
+    adapter: ProtocolAdapter,
+    name: str,
+) -> _RequestBody:
+    """Buffer JSON API bodies (to check them and read facts); stream other large bodies."""
+    limit = connection.max_body
+    content_type = ""
+    for header, value in headers:
+        if header == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise Refusal("bad_request", "Content-Length is not a number.") from None
+            if declared > limit:
+                raise _too_large(name, connection)
+        elif header == b"content-type":
+            content_type = value.decode("latin-1").lower()
+
+    message = await receive()
+    first = message.get("body", b"")
+    if len(first) > limit:
+        raise _too_large(name, connection)
+    if not message.get("more_body", False) or adapter.json_body:
+        chunks = [first]
+        size = len(first)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(name, connection)
+            chunks.append(chunk)
+        if message["type"] == "http.disconnect":
+            raise Refusal("bad_request", "The client disconnected while sending the body.")
+        body = b"".join(chunks)
+        try:
+            facts = adapter.parse_request(body, content_type) if adapter.json_body else RequestFacts()
+        except RequestBodyError as exc:
+            raise Refusal("bad_request", str(exc)) from None
+        return _RequestBody(body, facts, streamed=False)
+
+    state = _RequestBody(b"", RequestFacts(), streamed=True)
+
+    async def stream() -> AsyncIterator[bytes]:
+        size = len(first)
+        yield first
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionResetError("the client disconnected while sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                state.overflowed = True
+                raise _BodyTooLarge
+            more = message.get("more_body", False)
+            yield chunk
+
+    state.content = stream()
+    return state

@@ -1,0 +1,102 @@
+"""Which headers cross the gateway, in each direction, and where the caller's token is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# What the caller sends for the gateway alone: its credentials, its view of the host, and
+# forwarding claims the target has no business trusting.
+CALLER_ONLY = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"expect",
+        b"authorization",
+        b"x-api-key",
+        b"api-key",
+        b"cookie",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-real-ip",
+    }
+)
+TOKEN_HEADERS = (b"authorization", b"x-api-key", b"api-key")
+
+
+def caller_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The caller's token: `Authorization: Bearer T`, then `x-api-key`, then `api-key`."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in TOKEN_HEADERS and name not in found:
+            found[name] = value
+    for name in TOKEN_HEADERS:
+        value = found.get(name)
+        if value is None:
+            continue
+        text = value.decode("latin-1").strip()
+        if name == b"authorization":
+            scheme, _, token = text.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+        return text
+    return None
+
+
+def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Headers named in `Connection:` are hop-by-hop too (RFC 9110 §7.6.1)."""
+    return frozenset(
+        token.strip().lower()
+        for name, value in headers
+        if name == b"connection"
+        for token in value.split(b",")
+    )
+
+
+def upstream_headers(
+    headers: Headers, injected: list[tuple[str, str]], *, keep_length: bool
+) -> list[tuple[str, str]]:
+    """Caller headers minus hop-by-hop, credentials and x-geogate-*, plus the connection's own."""
+    dropped = HOP_BY_HOP | CALLER_ONLY | _connection_listed(headers)
+    injected_names = {name.lower().encode() for name, _ in injected}
+    out = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in headers
+        if name not in dropped
+        and name not in injected_names
+        and not name.startswith(b"x-geogate-")
+    ]
+    if keep_length:
+        out.extend(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in headers
+            if name == b"content-length"
+        )
+    out.extend(injected)
+    return out
+
+
+def downstream_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Target headers minus hop-by-hop ones and any x-geogate-* a target might try to forge."""
+    raw = [(name.lower(), value) for name, value in headers]
+    dropped = HOP_BY_HOP | _connection_listed(raw)
+    return [
+        (name, value)
+        for name, value in raw
+        if name not in dropped and not name.startswith(b"x-geogate-")
+    ]

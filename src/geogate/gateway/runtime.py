@@ -1,0 +1,53 @@
+"""Everything a gateway worker builds once at start and shares across calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from geogate.agent import Executor, LocalExecutor
+from geogate.config import Config, Connection
+from geogate.identity import ApiKeyAuthenticator
+from geogate.policy import CompiledPolicy, compile_policy
+from geogate.residency import catalog_for
+from geogate.store import Store, open_store
+
+
+def credential_headers(connection: Connection) -> list[tuple[str, str]]:
+    """The headers that authenticate the gateway to the target, computed once per connection."""
+    credentials = connection.credentials
+    if credentials is None:
+        return []
+    if credentials.bearer is not None:
+        return [("Authorization", f"Bearer {credentials.bearer}")]
+    if credentials.header is not None:
+        return list(credentials.header.items())
+    return []  # aws: signed per request by the bedrock adapter, which refuses until it exists
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: Config
+    policy: CompiledPolicy
+    store: Store
+    authenticator: ApiKeyAuthenticator
+    executor: Executor
+    credentials: dict[str, list[tuple[str, str]]]
+
+    @classmethod
+    async def start(cls, config: Config) -> Runtime:
+        store = await open_store(config.gateway.state)
+        return cls(
+            config=config,
+            policy=compile_policy(config, catalog_for(config.regions, config.jurisdictions)),
+            store=store,
+            authenticator=ApiKeyAuthenticator(store),
+            executor=LocalExecutor(config.gateway.resolve),
+            credentials={
+                name: credential_headers(connection)
+                for name, connection in config.connections.items()
+            },
+        )
+
+    async def close(self) -> None:
+        await self.executor.close()
+        await self.store.close()

@@ -1,0 +1,255 @@
+"""Compiling the policy file into lookup tables, and the pure `decide` function."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from geogate.config import Config, Connection, Policy
+from geogate.identity import Principal
+from geogate.residency import Catalog
+
+ENFORCED_TYPES = frozenset({"openai", "anthropic", "http"})
+"""Connection types whose protocol adapter exists; calls to the others are refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the protocol adapter read cheaply from the request; more facts come with residency."""
+
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One place the call's data passes through, and whether it lies inside the policy's regions."""
+
+    name: str
+    region: str | None
+    inside: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    code: str | None
+    """The SPEC §3 error code when refused, None when allowed."""
+    message: str
+    policy: Policy | None
+    reasons: tuple[str, ...]
+    hops: tuple[Hop, ...] = ()
+
+    @property
+    def policy_name(self) -> str | None:
+        return self.policy.name if self.policy else None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "allowed": self.allowed,
+            "code": self.code,
+            "message": self.message,
+            "policy": self.policy_name,
+            "reasons": list(self.reasons),
+            "hops": [{"name": h.name, "region": h.region, "inside": h.inside} for h in self.hops],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    policy: Policy
+    users: frozenset[str]
+    groups: frozenset[str]
+    service_accounts: frozenset[str]
+    allowed_regions: frozenset[str] | None
+    """Region ids every hop must be in; None when the policy sets no `regions`."""
+
+    def subject_matches(self, principal: Principal) -> bool:
+        if principal.service_account is not None:
+            if principal.service_account in self.service_accounts:
+                return True
+        elif principal.user in self.users:
+            return True
+        return not self.groups.isdisjoint(principal.groups)
+
+    def why_not(self, principal: Principal) -> str:
+        wanted = [
+            f"{label} {', '.join(sorted(values))}"
+            for label, values in (
+                ("users", self.users),
+                ("groups", self.groups),
+                ("service accounts", self.service_accounts),
+            )
+            if values
+        ]
+        return f"policy {self.policy.name!r}: subjects need {'; or '.join(wanted)}"
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """The policy file turned into per-connection rule lists and expanded region sets."""
+
+    config: Config
+    catalog: Catalog
+    version: str
+    """A short hash of the policy (without secrets) that records and approvals are bound to."""
+    _rules_by_connection: dict[str, tuple[_Rule, ...]] = field(repr=False)
+
+    def decide(
+        self, principal: Principal, connection_name: str, facts: RequestFacts | None = None
+    ) -> Decision:
+        """The first policy whose subjects and connections match decides; none means deny."""
+        del facts  # no request-level rule reads them yet; residency facts arrive with issue 4
+        connection = self.config.connections.get(connection_name)
+        if connection is None:
+            return Decision(
+                False,
+                "unknown_connection",
+                f"There is no connection named {connection_name!r}; check the base URL "
+                f"(/c/CONNECTION/...) against the connections in the policy file.",
+                None,
+                (f"no connection {connection_name!r} in the policy file",),
+            )
+        reasons: list[str] = []
+        for rule in self._rules_by_connection[connection_name]:
+            if rule.subject_matches(principal):
+                reasons.append(f"policy {rule.policy.name!r} matches {_describe(principal)}")
+                return self._within_policy(rule, connection_name, connection, reasons)
+            reasons.append(rule.why_not(principal))
+        if not reasons:
+            reasons.append(f"no policy lists connection {connection_name!r}")
+        return Decision(
+            False,
+            "connection_not_allowed",
+            f"No policy lets {_describe(principal)} use connection {connection_name!r}; "
+            f"ask an administrator to grant it in the policy file.",
+            None,
+            tuple(reasons),
+        )
+
+    def _within_policy(
+        self, rule: _Rule, name: str, connection: Connection, reasons: list[str]
+    ) -> Decision:
+        policy = rule.policy
+        hops = self._hops(rule, connection)
+        for hop in hops:
+            if hop.inside:
+                continue
+            limit = ", ".join(policy.regions)
+            if hop.region is None:
+                reasons.append(f"the {hop.name}'s region is not declared")
+                return Decision(
+                    False,
+                    "region_unverified",
+                    f"Policy {policy.name!r} keeps data inside {limit}, but the region of the "
+                    f"{hop.name} for connection {name!r} is not declared, so it cannot be proven.",
+                    policy,
+                    tuple(reasons),
+                    hops,
+                )
+            reasons.append(f"the {hop.name} is in {hop.region}, outside {limit}")
+            return Decision(
+                False,
+                "region_not_allowed",
+                f"Policy {policy.name!r} keeps data inside {limit}, but the {hop.name} of "
+                f"connection {name!r} is in {hop.region}; use a connection in an allowed region.",
+                policy,
+                tuple(reasons),
+                hops,
+            )
+        if rule.allowed_regions is not None:
+            reasons.append(f"every hop is inside {', '.join(policy.regions)}")
+        refusal = _not_yet_enforced(policy, name, connection)
+        if refusal is not None:
+            code, message = refusal
+            reasons.append(message)
+            return Decision(False, code, message, policy, tuple(reasons), hops)
+        return Decision(True, None, f"allowed by policy {policy.name!r}", policy, tuple(reasons), hops)
+
+    def _hops(self, rule: _Rule, connection: Connection) -> tuple[Hop, ...]:
+        gateway = self.config.gateway
+        recordings_region = gateway.recordings.region
+        if recordings_region is None and gateway.recordings.store.startswith("file:"):
+            recordings_region = gateway.region
+        regions = (
+            ("gateway", gateway.region),
+            ("target", connection.region),
+            ("recording store", recordings_region),
+        )
+        allowed = rule.allowed_regions
+        return tuple(
+            Hop(hop, region, allowed is None or (region is not None and region in allowed))
+            for hop, region in regions
+        )
+
+
+def _describe(principal: Principal) -> str:
+    groups = ", ".join(sorted(principal.groups)) or "none"
+    return f"{principal.subject} (groups: {groups})"
+
+
+def _not_yet_enforced(policy: Policy, name: str, connection: Connection) -> tuple[str, str] | None:
+    """Fail closed on what the policy asks for but this version cannot yet do."""
+    if connection.type not in ENFORCED_TYPES:
+        return (
+            "connection_not_allowed",
+            f"Connection {name!r} is of type {connection.type!r}, which this GeoGate version "
+            f"cannot forward yet; use an openai, anthropic or http connection.",
+        )
+    if connection.agent is not None:
+        return (
+            "agent_unavailable",
+            f"Connection {name!r} runs through agent {connection.agent!r}, and network agents "
+            f"are not available in this GeoGate version; the call was not rerouted.",
+        )
+    if policy.mask is not None:
+        return (
+            "data_blocked",
+            f"Policy {policy.name!r} requires masking, which this GeoGate version does not "
+            f"enforce yet; the call was refused rather than sent unmasked.",
+        )
+    if policy.review is not None:
+        return (
+            "approval_required",
+            f"Policy {policy.name!r} requires an approval, and approvals are not available in "
+            f"this GeoGate version; the call was refused.",
+        )
+    return None
+
+
+def policy_version(config: Config) -> str:
+    """Hash of the policy without connection credentials, so secrets never enter a record."""
+    data = config.model_dump(mode="json")
+    for connection in data.get("connections", {}).values():
+        connection.pop("credentials", None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def compile_policy(config: Config, catalog: Catalog) -> CompiledPolicy:
+    """Precompute, per connection, the rules that can match it, and each rule's region set."""
+    rules = tuple(
+        _Rule(
+            policy=policy,
+            users=frozenset(policy.subjects.users),
+            groups=frozenset(policy.subjects.groups),
+            service_accounts=frozenset(policy.subjects.service_accounts),
+            allowed_regions=catalog.expand(policy.regions) if policy.regions else None,
+        )
+        for policy in config.policies
+    )
+    by_connection = {
+        name: tuple(
+            rule
+            for rule in rules
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in rule.policy.connections)
+        )
+        for name in config.connections
+    }
+    return CompiledPolicy(
+        config=config,
+        catalog=catalog,
+        version=policy_version(config),
+        _rules_by_connection=by_connection,
+    )

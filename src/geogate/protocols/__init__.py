@@ -1,0 +1,13 @@
+"""Protocol adapters: what differs between connection types, behind one small interface.
+
+Each adapter knows how its provider's SDK expects an error to look, whether request bodies
+must be JSON, and which request facts it can read cheaply. Policy and the gateway never parse a
+provider format themselves.
+"""
+
+from __future__ import annotations
+
+from geogate.protocols.base import ProtocolAdapter, RequestBodyError
+from geogate.protocols.registry import adapter_for
+
+__all__ = ["ProtocolAdapter", "RequestBodyError", "adapter_for"]

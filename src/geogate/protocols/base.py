@@ -1,0 +1,58 @@
+"""The interface every protocol adapter implements."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from geogate.policy import RequestFacts
+
+
+class RequestBodyError(ValueError):
+    """The request body is not what this API accepts; the message is shown to the caller."""
+
+
+class ProtocolAdapter:
+    """Defaults shared by JSON APIs; subclasses override only what their provider does differently."""
+
+    name: ClassVar[str]
+    json_body: ClassVar[bool] = True
+    """Whether a request body declared as JSON must parse (and is buffered to check it)."""
+    request_id_header: ClassVar[bytes] = b"x-request-id"
+    """The header the provider's SDK reads a request id from (shown in its exceptions)."""
+
+    def error_payload(
+        self, code: str, message: str, request_id: str, details: dict[str, object]
+    ) -> dict[str, object]:
+        """The OpenAI error shape, which the openai SDK and most generic clients understand."""
+        return {
+            "error": {
+                "type": "geogate",
+                "code": code,
+                "message": message,
+                "request_id": request_id,
+                **details,
+            }
+        }
+
+    def error_body(
+        self, code: str, message: str, request_id: str, details: dict[str, object]
+    ) -> bytes:
+        return json.dumps(self.error_payload(code, message, request_id, details)).encode()
+
+    def stream_error_event(self, code: str, message: str, request_id: str) -> bytes:
+        """An SSE `error` event: both the openai and anthropic SDKs raise it as an APIError."""
+        return b"event: error\ndata: " + self.error_body(code, message, request_id, {}) + b"\n\n"
+
+    def parse_request(self, body: bytes, content_type: str) -> RequestFacts:
+        """Check a buffered JSON body and read the facts policy may need."""
+        if not body or "json" not in content_type:
+            return RequestFacts()
+        try:
+            document = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RequestBodyError(f"The request body is not valid JSON ({exc}).") from exc
+        if not isinstance(document, dict):
+            return RequestFacts()
+        model = document.get("model")
+        return RequestFacts(model=model if isinstance(model, str) else None)

@@ -1,0 +1,17 @@
+"""Connection type -> adapter."""
+
+from __future__ import annotations
+
+from geogate.protocols.anthropic import AnthropicAdapter
+from geogate.protocols.base import ProtocolAdapter
+from geogate.protocols.http import HttpAdapter
+from geogate.protocols.openai import OpenAIAdapter
+
+_ADAPTERS: dict[str, ProtocolAdapter] = {
+    adapter.name: adapter for adapter in (OpenAIAdapter(), AnthropicAdapter(), HttpAdapter())
+}
+
+
+def adapter_for(connection_type: str) -> ProtocolAdapter:
+    """The adapter of a connection type; types without one yet speak plain HTTP errors."""
+    return _ADAPTERS.get(connection_type, _ADAPTERS["http"])

@@ -1,0 +1,97 @@
+"""Shared fixtures: the demo LLM as the remote provider, and a gateway in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from geogate.demo import DemoSettings, create_demo_app
+from tests.gateways import Gateway, run_gateway
+from tests.servers import run_asgi
+from tests.upstreams import GatedStream, garbage, hang, reset_mid_stream, run_tcp, stall_mid_stream
+
+UPSTREAM_KEY = "demo-upstream-key"
+
+POLICY = """
+version: 1
+gateway:
+  region: onprem:test-eu
+  state: sqlite:///state.db
+regions:
+  onprem:test-eu: {{jurisdiction: eu, cidrs: [127.0.0.0/8]}}
+  onprem:test-us: {{jurisdiction: us}}
+connections:
+  oai: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+  claude:
+    type: anthropic
+    url: "{demo}"
+    region: onprem:test-eu
+    credentials: {{header: {{x-api-key: {key}}}}}
+  raw: {{type: http, url: "{demo}/v1", region: onprem:test-eu}}
+  finance-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+  us-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-us, credentials: {{bearer: {key}}}}}
+  masked-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu}}
+  reviewed-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu}}
+  agent-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, agent: dc1}}
+  undeclared: {{type: openai, url: "{demo}/v1"}}
+  small: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, max_body: 2KB, credentials: {{bearer: {key}}}}}
+  small-raw: {{type: http, url: "{demo}/v1", region: onprem:test-eu, max_body: 2KB}}
+  gated: {{type: openai, url: "{gated}/v1", region: onprem:test-eu}}
+  hang: {{type: openai, url: "{hang}/v1", region: onprem:test-eu, timeout: {{connect: 1s, first_byte: 500ms, idle: 500ms}}}}
+  stall: {{type: http, url: "{stall}", region: onprem:test-eu, timeout: {{first_byte: 5s, idle: 500ms}}}}
+  garbage: {{type: openai, url: "{garbage}/v1", region: onprem:test-eu}}
+  reset: {{type: openai, url: "{reset}/v1", region: onprem:test-eu}}
+  refused: {{type: openai, url: "{refused}/v1", region: onprem:test-eu, timeout: {{connect: 1s}}}}
+policies:
+  - name: masked
+    subjects: {{groups: [support-eu]}}
+    connections: [masked-llm]
+    regions: [eu]
+    mask: {{request: [us_ssn]}}
+  - name: reviewed
+    subjects: {{groups: [support-eu]}}
+    connections: [reviewed-llm]
+    review: {{approvers: {{groups: [security]}}}}
+  - name: support-eu
+    subjects: {{groups: [support-eu]}}
+    connections: [oai, claude, raw, us-llm, agent-llm, undeclared, small, small-raw, gated,
+                  hang, stall, garbage, reset, refused]
+    regions: [eu]
+  - name: finance
+    subjects: {{groups: [finance]}}
+    connections: [finance-llm]
+"""
+
+
+@pytest.fixture(scope="session")
+def demo_url() -> Iterator[str]:
+    with run_asgi(create_demo_app(DemoSettings(api_key=UPSTREAM_KEY, chunk_delay=0.0))) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gated() -> GatedStream:
+    return GatedStream()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, demo_url: str, gated: GatedStream
+) -> Iterator[Gateway]:
+    with ExitStack() as stack:
+        urls = {
+            name: stack.enter_context(run_tcp(handler))
+            for name, handler in {
+                "hang": hang,
+                "garbage": garbage,
+                "reset": reset_mid_stream,
+                "stall": stall_mid_stream,
+            }.items()
+        }
+        with run_tcp(hang) as closed:
+            pass  # a port that nothing listens on any more
+        urls["gated"] = stack.enter_context(run_asgi(gated))
+        policy = POLICY.format(demo=demo_url, key=UPSTREAM_KEY, refused=closed, **urls)
+        yield stack.enter_context(run_gateway(tmp_path_factory.mktemp("gw"), policy))

@@ -1,0 +1,117 @@
+"""Misbehaving and controllable targets: the remote failures a gateway must survive.
+
+Raw TCP servers, because a well-behaved HTTP framework cannot hang, reset mid-body or send
+garbage on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+from starlette.types import Receive, Scope, Send
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextmanager
+def run_tcp(handler: Handler) -> Iterator[str]:
+    """Serve raw TCP on 127.0.0.1:PORT with `handler` per connection; yield `http://...`."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    port: list[int] = []
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port.append(server.sockets[0].getsockname()[1])
+        ready.set()
+        async with server:
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port[0]}"
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+
+
+async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accepts the request and never answers."""
+    await _read_request(reader)
+    await asyncio.sleep(3600)
+
+
+async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers with bytes that are not HTTP."""
+    await _read_request(reader)
+    writer.write(b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def reset_mid_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Starts a chunked SSE response, sends one whole event, then drops the connection."""
+    await _read_request(reader)
+    event = b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",' + (
+        b'"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}\n\n'
+    )
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\n\r\n" + f"{len(event):x}\r\n".encode() + event + b"\r\n"
+    )
+    await writer.drain()
+    writer.transport.abort()
+
+
+async def stall_mid_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Sends headers and half a body, then falls silent."""
+    await _read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
+    await writer.drain()
+    await asyncio.sleep(3600)
+
+
+class GatedStream:
+    """An OpenAI-style SSE target that sends its first chunk, then waits for the test.
+
+    If the gateway buffered the response, the client would never see the first chunk while the
+    target is still waiting, and the test would time out instead of passing.
+    """
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.finished = threading.Event()
+
+    def chunk(self, text: str, finish: str | None = None) -> bytes:
+        payload = {
+            "id": "chatcmpl-gated",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gated",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+        }
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.chunk("first"), "more_body": True})
+        await asyncio.to_thread(self.release.wait, 30)
+        await send(
+            {"type": "http.response.body", "body": self.chunk(" last", "stop"), "more_body": True}
+        )
+        self.finished.set()
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
