@@ -10,7 +10,15 @@ import pytest
 from geogate.demo import DemoSettings, create_demo_app
 from tests.gateways import Gateway, run_gateway
 from tests.servers import run_asgi
-from tests.upstreams import GatedStream, garbage, hang, reset_mid_stream, run_tcp, stall_mid_stream
+from tests.upstreams import (
+    GatedStream,
+    garbage,
+    hang,
+    reset_mid_stream,
+    run_tcp,
+    stall_mid_stream,
+    whoami,
+)
 
 UPSTREAM_KEY = "demo-upstream-key"
 
@@ -43,6 +51,7 @@ connections:
   stall: {{type: http, url: "{stall}", region: onprem:test-eu, timeout: {{first_byte: 5s, idle: 500ms}}}}
   garbage: {{type: openai, url: "{garbage}/v1", region: onprem:test-eu}}
   reset: {{type: openai, url: "{reset}/v1", region: onprem:test-eu}}
+  whoami: {{type: http, url: "{whoami}/base", region: onprem:test-eu}}
   refused: {{type: openai, url: "{refused}/v1", region: onprem:test-eu, timeout: {{connect: 1s}}}}
 policies:
   - name: masked
@@ -57,7 +66,7 @@ policies:
   - name: support-eu
     subjects: {{groups: [support-eu]}}
     connections: [oai, claude, raw, us-llm, agent-llm, undeclared, small, small-raw, gated,
-                  hang, stall, garbage, reset, refused]
+                  hang, stall, garbage, reset, refused, whoami]
     regions: [eu]
   - name: finance
     subjects: {{groups: [finance]}}
@@ -93,5 +102,6 @@ def gateway(
         with run_tcp(hang) as closed:
             pass  # a port that nothing listens on any more
         urls["gated"] = stack.enter_context(run_asgi(gated))
+        urls["whoami"] = stack.enter_context(run_asgi(whoami))
         policy = POLICY.format(demo=demo_url, key=UPSTREAM_KEY, refused=closed, **urls)
         yield stack.enter_context(run_gateway(tmp_path_factory.mktemp("gw"), policy))

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from geogate.config import Config, parse_config
 from geogate.gateway import create_app
 from geogate.store import open_store
-
 from tests.servers import run_asgi
 
 T = TypeVar("T")

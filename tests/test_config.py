@@ -273,6 +273,66 @@ BAD_FILES = {
         """,
         "connections.llm.max_body: '10 zettabytes' is not a size",
     ),
+    "size too large to count": (
+        f"""\
+        version: 1
+        connections:
+          llm:
+            type: openai
+            url: https://x.example.com
+            max_body: {"9" * 400}MB   # <-
+        """,
+        "is too large",
+    ),
+    "infinite duration": (
+        """\
+        version: 1
+        connections:
+          llm:
+            type: openai
+            url: https://x.example.com
+            timeout: .inf   # <-
+        """,
+        "connections.llm.timeout: a duration must be a finite number of seconds",
+    ),
+    "empty section": (
+        """\
+        version: 1
+        gateway:   # <-
+        connections: {}
+        """,
+        "gateway: expected a mapping, got nothing",
+    ),
+    "empty choice": (
+        """\
+        version: 1
+        connections:
+          llm:
+            type:   # <-
+            url: https://x.example.com
+        """,
+        "connections.llm.type: needs a value: one of openai, anthropic",
+    ),
+    "policy without connections": (
+        """\
+        version: 1
+        policies:
+          - name: p
+            subjects: {groups: [g]}
+            connections: []   # <-
+        """,
+        "policies[0].connections: needs at least 1 entry",
+    ),
+    "wrong item in a text-or-list union": (
+        """\
+        version: 1
+        identity:
+          oidc:
+            - issuer: https://login.example.com/
+              audience: [geogate, 42]   # <-
+        """,
+        "identity.oidc[0].audience[1]: expected text, got a number",
+    ),
     "bad listen address": (
         """\
         version: 1

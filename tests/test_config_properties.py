@@ -32,7 +32,9 @@ SCALARS = st.one_of(
     st.text(max_size=20),
     st.sampled_from(
         ["openai", "http://127.0.0.1:1", "https://x.example.com", "eu", "10MB", "90s", "${HOST}",
-         "${MISSING}", "$${", "${", "1", "onprem:dc1", "*", "llm-*", "sqlite:///x.db"]
+         "${MISSING}", "$${", "${", "1", "onprem:dc1", "*", "llm-*", "sqlite:///x.db", "none",
+         "9" * 400 + "MB", "9" * 400 + "s", "-1s", "0s", "10.0.0.0/8", "10.0.0.1", "::1",
+         "127.0.0.1:8080", "${OPENAI_API_KEY}", "a\r\nb", ""]
     ),
 )  # fmt: skip
 TREES = st.recursive(
@@ -100,6 +102,28 @@ def test_random_structures_never_crash(tree: Any) -> None:
 @given(st.dictionaries(KEYS, TREES, max_size=6))
 def test_random_top_level_sections_never_crash(sections: dict[str, Any]) -> None:
     assert_well_formed(outcome(dump({"version": 1, **sections})))
+
+
+def fields(*names: str) -> st.SearchStrategy[dict[str, Any]]:
+    return st.dictionaries(st.sampled_from(names), st.one_of(SCALARS, TREES), max_size=len(names))
+
+
+@SETTINGS
+@given(
+    fields("region", "listen", "state", "recordings", "audit_key", "resolve"),
+    fields("type", "url", "region", "agent", "credentials", "timeout", "max_body", "tls"),
+    fields("name", "subjects", "connections", "regions", "mask", "record", "review"),
+)
+def test_random_values_in_real_places_never_crash(
+    gateway: dict[str, Any], connection: dict[str, Any], policy: dict[str, Any]
+) -> None:
+    tree = {
+        "version": 1,
+        "gateway": gateway,
+        "connections": {"llm": connection},
+        "policies": [policy],
+    }
+    assert_well_formed(outcome(dump(tree)))
 
 
 @SETTINGS

@@ -26,11 +26,26 @@ def run_tcp(handler: Handler) -> Iterator[str]:
     stop = asyncio.Event()
 
     async def main() -> None:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                tasks.discard(task)
+                writer.close()
+
+        server = await asyncio.start_server(tracked, "127.0.0.1", 0)
         port.append(server.sockets[0].getsockname()[1])
         ready.set()
         async with server:
             await stop.wait()
+            for task in list(tasks):  # end hanging handlers instead of abandoning them
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()
@@ -115,3 +130,28 @@ class GatedStream:
         )
         self.finished.set()
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+async def whoami(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with the client port it saw (to show connection reuse) and misbehaving headers.
+
+    `/redirect` answers 302 to another host, which the gateway must pass back, not follow.
+    """
+    if scope["type"] != "http":
+        return
+    if scope["path"].endswith("/redirect"):
+        headers = [(b"location", b"http://127.0.0.1:9/elsewhere"), (b"content-length", b"0")]
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = json.dumps({"client_port": scope["client"][1]}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-geogate-region", b"forged:region"),
+        (b"connection", b"x-private"),
+        (b"x-private", b"hop"),
+        (b"x-target", b"kept"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -118,9 +118,7 @@ class LocalExecutor:
 
     async def send(self, request: UpstreamRequest) -> _Response:
         timeouts = request.timeouts
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeouts.connect, sock_read=None
-        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=None)
         try:
             async with asyncio.timeout(timeouts.first_byte):
                 response = await self._session.request(

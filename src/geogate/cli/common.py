@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
 from geogate.config import Config, ConfigError, load_config, quickstart_path
+from geogate.store import Store, StoreError, open_store
+
+T = TypeVar("T")
 
 DEFAULT_CONFIG = Path("geogate.yaml")
 
@@ -53,3 +62,44 @@ def fail_lines(lines: list[str], code: int = 1) -> NoReturn:
     for line in lines:
         print(line, file=sys.stderr)
     raise typer.Exit(code)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 host in brackets, `[::1]:8090`) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise typer.BadParameter(
+            f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:8090", param_hint="--listen"
+        )
+    return host, int(port)
+
+
+def run_on_store(config: Config, action: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the policy's state store, run `action` on it, close it; a refusal exits 1."""
+
+    async def run() -> T:
+        async with await open_store(config.gateway.state) as store:
+            return await action(store)
+
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def iso_time(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def print_table(table: Table) -> None:
+    """Print at the table's natural width, also into a pipe: a cut-off key id is useless."""
+    probe = Console()
+    width = Measurement.get(probe, probe.options.update(max_width=10_000), table).maximum
+    Console(width=width).print(table)
+
+
+def format_time(when: datetime | None) -> str:
+    """Minutes are enough to read; `--json` has the exact time."""
+    return "" if when is None else when.strftime("%Y-%m-%d %H:%M")

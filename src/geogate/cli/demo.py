@@ -6,19 +6,8 @@ from typing import Annotated
 
 import typer
 
+from geogate.cli.common import parse_listen
 from geogate.demo import DemoSettings, serve
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT` (an IPv6 host in brackets, `[::1]:8090`) -> (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise typer.BadParameter(
-            f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:8090", param_hint="--listen"
-        )
-    return host, int(port)
 
 
 def demo_llm(

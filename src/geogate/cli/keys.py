@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich import box
-from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
-from geogate.cli.common import DEFAULT_CONFIG, ConfigOption, JsonOption, fail, open_config
+from geogate.cli.common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    JsonOption,
+    fail,
+    format_time,
+    iso_time,
+    open_config,
+    print_table,
+    run_on_store,
+)
 from geogate.config import Config
 from geogate.config.model import parse_duration
-from geogate.store import CreatedKey, KeyInfo, Store, StoreError, open_store
+from geogate.store import CreatedKey, KeyInfo
 
 T = TypeVar("T")
 
@@ -173,32 +178,3 @@ def _lifetime(expires: str) -> float:
     if seconds <= 0:
         fail("--expires must be a positive duration such as 30d")
     return seconds
-
-
-def run_on_store(config: Config, action: Callable[[Store], Awaitable[T]]) -> T:
-    """Open the policy's state store, run `action` on it, close it; a refusal exits 1."""
-
-    async def run() -> T:
-        async with await open_store(config.gateway.state) as store:
-            return await action(store)
-
-    try:
-        return asyncio.run(run())
-    except StoreError as exc:
-        fail(str(exc))
-
-
-def iso_time(when: datetime | None) -> str | None:
-    return None if when is None else when.isoformat()
-
-
-def print_table(table: Table) -> None:
-    """Print at the table's natural width, also into a pipe: a cut-off key id is useless."""
-    probe = Console()
-    width = Measurement.get(probe, probe.options.update(max_width=10_000), table).maximum
-    Console(width=width).print(table)
-
-
-def format_time(when: datetime | None) -> str:
-    """Minutes are enough to read; `--json` has the exact time."""
-    return "" if when is None else when.strftime("%Y-%m-%d %H:%M")

@@ -14,7 +14,13 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
-from geogate.cli.common import DEFAULT_CONFIG, ConfigOption, fail, open_config, resolve_config_path
+from geogate.cli.common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    open_config,
+    parse_listen,
+    resolve_config_path,
+)
 from geogate.config import quickstart_path
 from geogate.gateway.app import BASE_DIR_ENV, CONFIG_ENV
 from geogate.store import open_store
@@ -30,8 +36,16 @@ LOG_CONFIG: dict[str, Any] = {
         "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
     "handlers": {
-        "access": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"},
-        "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"},
+        "access": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stdout",
+        },
+        "default": {
+            "class": "logging.StreamHandler",
+            "formatter": "default",
+            "stream": "ext://sys.stderr",
+        },
     },
     "loggers": {
         "geogate.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
@@ -40,11 +54,6 @@ LOG_CONFIG: dict[str, Any] = {
         "uvicorn.error": {"level": "INFO"},
     },
 }
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def up(
@@ -59,10 +68,7 @@ def up(
     """Run the gateway (data path, health and metrics on one port)."""
     file, base_dir = resolve_config_path(config)
     policy = open_config(config)
-    try:
-        host, port = split_listen(listen or policy.gateway.listen)
-    except ValueError:
-        fail(f"--listen {listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+    host, port = parse_listen(listen or policy.gateway.listen)
     asyncio.run(_migrate(policy.gateway.state))
 
     if file == quickstart_path():

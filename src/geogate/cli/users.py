@@ -10,8 +10,17 @@ import typer
 from rich import box
 from rich.table import Table
 
-from geogate.cli.common import DEFAULT_CONFIG, ConfigOption, JsonOption, fail, open_config
-from geogate.cli.keys import format_time, iso_time, print_table, run_on_store
+from geogate.cli.common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    JsonOption,
+    fail,
+    format_time,
+    iso_time,
+    open_config,
+    print_table,
+    run_on_store,
+)
 
 app = typer.Typer(
     help="List users and deactivate or reactivate them (their keys stop or resume working).",

@@ -7,6 +7,7 @@ are checked by the loader once the whole file is known.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
@@ -45,6 +46,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
         raise ValueError(f"{value!r} is not a duration; write it as 90s, 10m, 1h or 30d")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -57,7 +60,10 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (match := _SIZE.match(value)):
-        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+        number = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+        if not math.isfinite(number):
+            raise ValueError(f"{value!r} is too large; write it as 512KB, 10MB or 1GB")
+        size = int(number)
     else:
         raise ValueError(f"{value!r} is not a size; write it as 512KB, 10MB or 1GB")
     if size <= 0:

@@ -45,6 +45,8 @@ class _RequestBody:
     content: bytes | AsyncIterator[bytes]
     facts: RequestFacts
     streamed: bool
+    size: int
+    """Bytes received so far (all of them once the target has the request)."""
     overflowed: bool = False
 
 
@@ -88,7 +90,7 @@ class DataPath:
 
             forwarded_at = time.perf_counter()
             upstream = await self._forward(scope, headers, name, connection, url, body)
-            log.decision = "allow"
+            log.decision, log.bytes_in = "allow", body.size
             await self._stream_back(upstream, log, adapter, receive, send, forwarded_at - started)
         except Refusal as refusal:
             log.decision = "error" if refusal.status >= 500 else "deny"
@@ -170,7 +172,9 @@ class DataPath:
             headers.append((b"x-geogate-region", log.region.encode()))
         log.status = upstream.status
         try:
-            await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": upstream.status, "headers": headers}
+            )
             log.added_ms = (overhead + time.perf_counter() - answered_at) * 1000
             pump = _pump(upstream, log, adapter, send, is_sse)
             if streamed:
@@ -282,29 +286,35 @@ async def _read_body(
     first = message.get("body", b"")
     if len(first) > limit:
         raise _too_large(name, connection)
-    if not message.get("more_body", False) or adapter.json_body:
-        chunks = [first]
-        size = len(first)
-        while message.get("more_body", False):
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(name, connection)
-            chunks.append(chunk)
-        if message["type"] == "http.disconnect":
-            raise Refusal("bad_request", "The client disconnected while sending the body.")
-        body = b"".join(chunks)
-        try:
-            facts = adapter.parse_request(body, content_type) if adapter.json_body else RequestFacts()
-        except RequestBodyError as exc:
-            raise Refusal("bad_request", str(exc)) from None
-        return _RequestBody(body, facts, streamed=False)
+    if message.get("more_body", False) and not adapter.json_body:
+        return _streamed_body(receive, first, limit)
 
-    state = _RequestBody(b"", RequestFacts(), streamed=True)
+    chunks = [first]
+    size = len(first)
+    while message.get("more_body", False):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(name, connection)
+        chunks.append(chunk)
+    if message["type"] == "http.disconnect":
+        raise Refusal("bad_request", "The client disconnected while sending the body.")
+    body = b"".join(chunks)
+    if not adapter.json_body:
+        return _RequestBody(body, RequestFacts(), streamed=False, size=size)
+    try:
+        facts = adapter.parse_request(body, content_type)
+    except RequestBodyError as exc:
+        raise Refusal("bad_request", str(exc)) from None
+    return _RequestBody(body, facts, streamed=False, size=size)
+
+
+def _streamed_body(receive: Receive, first: bytes, limit: int) -> _RequestBody:
+    """A body passed on as it arrives, counted so the limit holds without a Content-Length."""
+    state = _RequestBody(b"", RequestFacts(), streamed=True, size=len(first))
 
     async def stream() -> AsyncIterator[bytes]:
-        size = len(first)
         yield first
         more = True
         while more:
@@ -312,8 +322,8 @@ async def _read_body(
             if message["type"] == "http.disconnect":
                 raise ConnectionResetError("the client disconnected while sending the body")
             chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
+            state.size += len(chunk)
+            if state.size > limit:
                 state.overflowed = True
                 raise _BodyTooLarge
             more = message.get("more_body", False)

@@ -47,10 +47,9 @@ def caller_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         if name in TOKEN_HEADERS and name not in found:
             found[name] = value
     for name in TOKEN_HEADERS:
-        value = found.get(name)
-        if value is None:
+        if name not in found:
             continue
-        text = value.decode("latin-1").strip()
+        text = found[name].decode("latin-1").strip()
         if name == b"authorization":
             scheme, _, token = text.partition(" ")
             return token.strip() if scheme.lower() == "bearer" else ""
@@ -77,9 +76,7 @@ def upstream_headers(
     out = [
         (name.decode("latin-1"), value.decode("latin-1"))
         for name, value in headers
-        if name not in dropped
-        and name not in injected_names
-        and not name.startswith(b"x-geogate-")
+        if name not in dropped and name not in injected_names and not name.startswith(b"x-geogate-")
     ]
     if keep_length:
         out.extend(

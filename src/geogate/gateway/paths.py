@@ -58,7 +58,6 @@ def target_url(base_url: str, raw_tail: bytes, raw_query: bytes) -> str:
     return url
 
 
-
 def _check_under(base_url: str, url: str) -> None:
     base, target = urlsplit(base_url), urlsplit(url)
     base_path = base.path.rstrip("/")

@@ -165,7 +165,9 @@ class CompiledPolicy:
             code, message = refusal
             reasons.append(message)
             return Decision(False, code, message, policy, tuple(reasons), hops)
-        return Decision(True, None, f"allowed by policy {policy.name!r}", policy, tuple(reasons), hops)
+        return Decision(
+            True, None, f"allowed by policy {policy.name!r}", policy, tuple(reasons), hops
+        )
 
     def _hops(self, rule: _Rule, connection: Connection) -> tuple[Hop, ...]:
         gateway = self.config.gateway

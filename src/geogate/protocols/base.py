@@ -13,7 +13,7 @@ class RequestBodyError(ValueError):
 
 
 class ProtocolAdapter:
-    """Defaults shared by JSON APIs; subclasses override only what their provider does differently."""
+    """Defaults shared by JSON APIs; subclasses override what their provider does differently."""
 
     name: ClassVar[str]
     json_body: ClassVar[bool] = True

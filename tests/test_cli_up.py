@@ -1,0 +1,142 @@
+"""`geogate up` as a user runs it: several worker processes, keys and users from the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+
+from tests.conftest import UPSTREAM_KEY
+
+POLICY = """
+version: 1
+gateway:
+  region: onprem:lab
+  state: sqlite:///state.db
+regions:
+  onprem:lab: {{jurisdiction: eu, cidrs: [127.0.0.0/8]}}
+connections:
+  llm: {{type: openai, url: "{demo}/v1", region: onprem:lab, credentials: {{bearer: {key}}}}}
+policies:
+  - name: support
+    subjects: {{groups: [support-eu]}}
+    connections: [llm]
+    regions: [eu]
+"""
+
+
+def geogate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "geogate", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def running(tmp_path: Path, demo_url: str) -> Iterator[str]:
+    (tmp_path / "geogate.yaml").write_text(POLICY.format(demo=demo_url, key=UPSTREAM_KEY))
+    base = f"http://127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "geogate", "up", "--listen", base[7:], "--workers", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                if httpx2.get(base + "/readyz").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output = process.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate()[0]
+    assert "Traceback" not in output, output
+
+
+def fresh_call(base: str, key: str) -> int:
+    """A new client each time: a new TCP connection, so either worker may serve it."""
+    client = openai.OpenAI(base_url=base + "/c/llm", api_key=key, max_retries=0)
+    try:
+        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}])
+    except openai.APIStatusError as exc:
+        return exc.status_code
+    finally:
+        client.close()
+    return 200
+
+
+def test_up_serves_with_workers_and_deactivation_reaches_all(running: str, tmp_path: Path) -> None:
+    created = geogate(
+        "keys",
+        "create",
+        "--owner",
+        "dana@example.com",
+        "--groups",
+        "support-eu",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["key"]
+    assert [fresh_call(running, key) for _ in range(6)] == [200] * 6
+
+    assert geogate("users", "deactivate", "dana@example.com", cwd=tmp_path).returncode == 0
+    deadline = time.monotonic() + 10
+    while [fresh_call(running, key) for _ in range(10)] != [401] * 10:
+        assert time.monotonic() < deadline, "a worker still accepts the deactivated user's key"
+        time.sleep(0.2)
+
+    assert geogate("users", "activate", "dana@example.com", cwd=tmp_path).returncode == 0
+    deadline = time.monotonic() + 10
+    while [fresh_call(running, key) for _ in range(10)] != [200] * 10:
+        assert time.monotonic() < deadline, "a worker still refuses the reactivated user"
+        time.sleep(0.2)
+
+    metrics = httpx2.get(running + "/metrics").text
+    counted = sum(
+        float(value)
+        for value in re.findall(
+            r'^geogate_requests_total\{connection="llm".*\} (\S+)$', metrics, re.M
+        )
+    )
+    assert counted >= 26  # every call, whichever worker served it
+
+
+def test_up_refuses_a_broken_policy(tmp_path: Path) -> None:
+    (tmp_path / "geogate.yaml").write_text("version: 1\nconnections:\n  x: {type: nope}\n")
+    result = geogate("up", cwd=tmp_path)
+    assert result.returncode == 1
+    assert re.search(r"geogate\.yaml:3: ", result.stderr), result.stderr
