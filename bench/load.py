@@ -44,6 +44,7 @@ class Result:
 
     requests: int
     errors: int
+    warmup_requests: int
     seconds: float
     rps: float
     p50: float
@@ -188,9 +189,12 @@ async def run_job(job: Job) -> Result:
             _, protocol = await loop.create_connection(
                 lambda: _Connection(request), job.host, job.port
             )
+            await protocol.connected  # uvloop may return before connection_made has run
             connections.append(protocol)
+        warmed = 0
         if job.warmup or job.warmup_seconds:
-            await _run_phase(connections, job.warmup, job.warmup_seconds)
+            warmup, _ = await _run_phase(connections, job.warmup, job.warmup_seconds)
+            warmed = len(warmup.totals)
         phase, seconds = await _run_phase(connections, job.requests, job.duration)
     finally:
         for connection in connections:
@@ -200,6 +204,7 @@ async def run_job(job: Job) -> Result:
     return Result(
         requests=len(totals),
         errors=len(totals) - ok,
+        warmup_requests=warmed,
         seconds=seconds,
         rps=len(totals) / seconds if seconds else math.nan,
         p50=_percentile(totals, 0.50),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+_REPO = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -102,6 +103,7 @@ class Children:
                 stdout=sink if stdout is None else stdout,
                 stderr=sink,
                 start_new_session=True,
+                env=_child_env(),
                 preexec_fn=pin,  # safe: the bench runner has no other threads
             )
         child = Child(name, process, log, cpus)
@@ -128,6 +130,12 @@ class Children:
     def stop_all(self) -> None:
         while self.started:
             self.stop(self.started[-1])
+
+
+def _child_env() -> dict[str, str]:
+    """The bench's environment, with the repository importable (children run in the temp folder)."""
+    paths = [str(_REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:

@@ -11,6 +11,7 @@ from geogate.demo import DemoSettings, create_demo_app
 from tests.gateways import Gateway, run_gateway
 from tests.servers import run_asgi
 from tests.upstreams import (
+    EndlessStream,
     GatedStream,
     garbage,
     hang,
@@ -52,6 +53,7 @@ connections:
   garbage: {{type: openai, url: "{garbage}/v1", region: onprem:test-eu}}
   reset: {{type: openai, url: "{reset}/v1", region: onprem:test-eu}}
   whoami: {{type: http, url: "{whoami}/base", region: onprem:test-eu}}
+  endless: {{type: http, url: "{endless}", region: onprem:test-eu}}
   refused: {{type: openai, url: "{refused}/v1", region: onprem:test-eu, timeout: {{connect: 1s}}}}
 policies:
   - name: masked
@@ -66,7 +68,8 @@ policies:
   - name: support-eu
     subjects: {{groups: [support-eu]}}
     connections: [oai, claude, raw, us-llm, agent-llm, undeclared, small, small-raw, gated,
-                  hang, stall, garbage, reset, refused, whoami]
+                  hang, stall, garbage, reset, refused, whoami,
+                  endless]
     regions: [eu]
   - name: finance
     subjects: {{groups: [finance]}}
@@ -86,8 +89,16 @@ def gated() -> GatedStream:
 
 
 @pytest.fixture(scope="session")
+def endless() -> EndlessStream:
+    return EndlessStream()
+
+
+@pytest.fixture(scope="session")
 def gateway(
-    tmp_path_factory: pytest.TempPathFactory, demo_url: str, gated: GatedStream
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_url: str,
+    gated: GatedStream,
+    endless: EndlessStream,
 ) -> Iterator[Gateway]:
     with ExitStack() as stack:
         urls = {
@@ -103,5 +114,6 @@ def gateway(
             pass  # a port that nothing listens on any more
         urls["gated"] = stack.enter_context(run_asgi(gated))
         urls["whoami"] = stack.enter_context(run_asgi(whoami))
+        urls["endless"] = stack.enter_context(run_asgi(endless))
         policy = POLICY.format(demo=demo_url, key=UPSTREAM_KEY, refused=closed, **urls)
         yield stack.enter_context(run_gateway(tmp_path_factory.mktemp("gw"), policy))

@@ -663,6 +663,44 @@ BAD_FILES = {
         """,
         "masking.custom.employee_id: pattern does not compile",
     ),
+    "pattern with an impossible repetition": (
+        """\
+        version: 1
+        masking:
+          custom:
+            big: {pattern: "a{99999999999}"}   # <-
+        """,
+        "masking.custom.big: pattern does not compile: the repetition number is too large",
+    ),
+    "pattern nested too deeply for the regex compiler": (
+        f"""\
+        version: 1
+        masking:
+          custom:
+            deep: {{pattern: "{"(" * 5000}{")" * 5000}"}}   # <-
+        """,
+        "masking.custom.deep: pattern does not compile",
+    ),
+    "url with a port out of range": (
+        """\
+        version: 1
+        connections:
+          llm:
+            type: openai
+            url: https://x.example.com:99999/v1   # <-
+        """,
+        "connections.llm.url: 'https://x.example.com:99999/v1' is not a valid URL: Port out of range",
+    ),
+    "url with a broken IPv6 literal": (
+        """\
+        version: 1
+        connections:
+          llm:
+            type: openai
+            url: "http://[::1"   # <-
+        """,
+        "connections.llm.url: 'http://[::1' is not a valid URL: Invalid IPv6 URL",
+    ),
     "plain http to a remote host": (
         """\
         version: 1
@@ -1024,6 +1062,14 @@ def test_secrets_never_appear_in_messages(body: str) -> None:
     printed = "\n".join(str(problem) for problem in problems)
     assert SECRET not in printed
     assert SECRET[:12] not in printed
+
+
+def test_credentials_keyword_none_is_not_scrubbed() -> None:
+    (problem,) = errors(
+        "version: 1\nconnections:\n  llm: {type: openai, url: 'https://x.example.com', "
+        "credentials: none}\n  b: {type: openai, url: 'https://x.example.com', credentials: {}}\n"
+    )
+    assert problem.message.endswith("exactly one of bearer, header or aws (or `none`)")
 
 
 def test_interpolated_value_is_shown_as_written() -> None:

@@ -34,7 +34,8 @@ SCALARS = st.one_of(
         ["openai", "http://127.0.0.1:1", "https://x.example.com", "eu", "10MB", "90s", "${HOST}",
          "${MISSING}", "$${", "${", "1", "onprem:dc1", "*", "llm-*", "sqlite:///x.db", "none",
          "9" * 400 + "MB", "9" * 400 + "s", "-1s", "0s", "10.0.0.0/8", "10.0.0.1", "::1",
-         "127.0.0.1:8080", "${OPENAI_API_KEY}", "a\r\nb", ""]
+         "127.0.0.1:8080", "${OPENAI_API_KEY}", "a\r\nb", "", "http://[::1", "https://x:99999",
+         "http://[zz]", "a{99999999999}", "(" * 2000]
     ),
 )  # fmt: skip
 TREES = st.recursive(

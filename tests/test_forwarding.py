@@ -9,6 +9,7 @@ import httpx2
 import pytest
 
 from tests.gateways import Gateway
+from tests.upstreams import EndlessStream
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,14 @@ def test_unknown_paths_outside_the_data_path(gateway: Gateway) -> None:
     response = httpx2.get(gateway.base_url + "/v1/chat/completions")
     assert response.status_code == 404
     assert "/c/CONNECTION" in response.json()["error"]["message"]
+
+
+def test_caller_leaving_a_stream_stops_the_target(
+    gateway: Gateway, key: str, endless: EndlessStream
+) -> None:
+    with httpx2.stream(
+        "GET", gateway.url("endless") + "/s", headers={"x-api-key": key}
+    ) as response:
+        first = next(response.iter_bytes())
+    assert first.startswith(b"data: 0")
+    assert endless.caller_left.wait(10), "the gateway kept reading after its caller left"

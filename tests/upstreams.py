@@ -155,3 +155,35 @@ async def whoami(scope: Scope, receive: Receive, send: Send) -> None:
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class EndlessStream:
+    """An SSE target that streams for a long time and notes whether its caller went away."""
+
+    def __init__(self) -> None:
+        self.caller_left = threading.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        done = False
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not done:
+                self.caller_left.set()
+
+        watcher = asyncio.ensure_future(watch())
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for index in range(400):
+            if self.caller_left.is_set():
+                break
+            await send(
+                {"type": "http.response.body", "body": b"data: %d\n\n" % index, "more_body": True}
+            )
+            await asyncio.sleep(0.025)
+        done = True
+        await send({"type": "http.response.body", "body": b""})
+        watcher.cancel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -216,6 +217,12 @@ class Connection(Model):
             raise ValueError(
                 f"{value!r} is not an absolute http(s) URL without query, fragment or user info"
             )
+        try:
+            port = urlsplit(value).port  # raises on a bad port or IPv6 literal
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a valid URL: {exc}") from None
+        if port == 0:
+            raise ValueError(f"{value!r} has port 0, which cannot be connected to")
         return value.rstrip("/")
 
 
@@ -230,7 +237,7 @@ class CustomEntity(Model):
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # all mean "will not compile"
                 raise ValueError(f"pattern does not compile: {exc}") from exc
         return self
 

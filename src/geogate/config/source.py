@@ -340,8 +340,9 @@ def _credential_strings(data: object) -> Iterator[str]:
     if not isinstance(connections, dict):
         return
     for connection in connections.values():
-        if isinstance(connection, dict):
-            yield from _strings(connection.get("credentials"))
+        credentials = connection.get("credentials") if isinstance(connection, dict) else None
+        if credentials != "none":  # the keyword for "no credentials", not a secret
+            yield from _strings(credentials)
 
 
 def _strings(node: object) -> Iterator[str]:
