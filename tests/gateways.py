@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from geogate.config import Config, parse_config
 from geogate.gateway import create_app
-from geogate.store import open_store
+from geogate.store import Store, open_store
 from tests.servers import run_asgi
 
 T = TypeVar("T")
@@ -52,6 +52,15 @@ class Gateway:
     def url(self, connection: str) -> str:
         return f"{self.base_url}/c/{connection}"
 
+    def on_store(self, action: Callable[[Store], Awaitable[T]]) -> T:
+        """Act on the gateway's state store as another process (the CLI) would."""
+
+        async def run() -> T:
+            async with await open_store(self.config.gateway.state) as store:
+                return await action(store)
+
+        return run_sync(run())
+
     def create_key(
         self,
         owner: str,
@@ -60,37 +69,22 @@ class Gateway:
         service_account: str | None = None,
         expires_in: float = 3600.0,
     ) -> str:
-        async def create() -> str:
-            store = await open_store(self.config.gateway.state)
-            try:
-                created = await store.create_key(
-                    owner, groups=groups, expires_in=expires_in, service_account=service_account
-                )
-            finally:
-                await store.close()
-            return created.key
-
-        return run_sync(create())
+        created = self.on_store(
+            lambda store: store.create_key(
+                owner, groups=groups, expires_in=expires_in, service_account=service_account
+            )
+        )
+        return created.key
 
     def set_active(self, user: str, active: bool) -> None:
-        async def change() -> None:
-            store = await open_store(self.config.gateway.state)
-            try:
-                assert await store.set_user_active(user, active)
-            finally:
-                await store.close()
-
-        run_sync(change())
+        assert self.on_store(lambda store: store.set_user_active(user, active))
 
     def revoke(self, key_id: str) -> None:
-        async def revoke() -> None:
-            store = await open_store(self.config.gateway.state)
-            try:
-                assert await store.revoke_key(key_id)
-            finally:
-                await store.close()
+        assert self.on_store(lambda store: store.revoke_key(key_id))
 
-        run_sync(revoke())
+    def key_ids(self, owner: str) -> list[str]:
+        keys = self.on_store(lambda store: store.list_keys())
+        return [key.id for key in keys if key.owner == owner]
 
 
 @contextmanager

@@ -12,8 +12,7 @@ import httpx2
 import openai
 import pytest
 
-from geogate.store import open_store
-from tests.gateways import Gateway, run_sync
+from tests.gateways import Gateway
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -65,7 +64,7 @@ def test_revoked_key(gateway: Gateway) -> None:
     key = gateway.create_key("rita@example.com", groups=["support-eu"])
     client = oai(gateway, "oai", key)
     chat(client)
-    keys = _key_ids(gateway, "rita@example.com")
+    keys = gateway.key_ids("rita@example.com")
     gateway.revoke(keys[0])
     _eventually_refused(client, openai.AuthenticationError, "unauthenticated")
 
@@ -297,17 +296,6 @@ def _raw_request(gateway: Gateway, request_line: str, headers: dict[str, str]) -
         while chunk := sock.recv(65536):
             data += chunk
     return data
-
-
-def _key_ids(gateway: Gateway, owner: str) -> list[str]:
-    async def ids() -> list[str]:
-        store = await open_store(gateway.config.gateway.state)
-        try:
-            return [k.id for k in await store.list_keys() if k.owner == owner]
-        finally:
-            await store.close()
-
-    return run_sync(ids())
 
 
 def _eventually_refused(
