@@ -57,12 +57,12 @@ regions:
 connections:
   bench-minimal:
     type: openai
-    url: http://127.0.0.1:{minimal}/v1
+    url: http://127.0.0.1:{minimal}
     region: onprem:bench-eu
     credentials: {{bearer: {key}}}
   bench-demo:
     type: openai
-    url: http://127.0.0.1:{demo}/v1
+    url: http://127.0.0.1:{demo}
     region: onprem:bench-eu
     credentials: {{bearer: {key}}}
 policies:

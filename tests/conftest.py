@@ -46,7 +46,7 @@ connections:
   agent-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, agent: dc1}}
   undeclared: {{type: openai, url: "{demo}/v1"}}
   small: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, max_body: 2KB, credentials: {{bearer: {key}}}}}
-  small-raw: {{type: http, url: "{demo}/v1", region: onprem:test-eu, max_body: 2KB}}
+  small-raw: {{type: http, url: "{whoami}", region: onprem:test-eu, max_body: 2KB}}
   gated: {{type: openai, url: "{gated}/v1", region: onprem:test-eu}}
   hang: {{type: openai, url: "{hang}/v1", region: onprem:test-eu, timeout: {{connect: 1s, first_byte: 500ms, idle: 500ms}}}}
   stall: {{type: http, url: "{stall}", region: onprem:test-eu, timeout: {{first_byte: 5s, idle: 500ms}}}}

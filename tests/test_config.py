@@ -867,6 +867,13 @@ def test_missing_file(tmp_path: Path) -> None:
     assert str(problem) == f"{path}:0: cannot read the policy file: No such file or directory"
 
 
+def test_path_with_a_nul_byte() -> None:
+    result = check_config("geo\0gate.yaml")
+    assert result.config is None
+    assert result.errors[0].line == 0
+    assert "cannot read the policy file: embedded null byte" in result.errors[0].message
+
+
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     result = check_config(tmp_path)
     assert result.config is None

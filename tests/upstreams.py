@@ -133,12 +133,16 @@ class GatedStream:
 
 
 async def whoami(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answers with the client port it saw (to show connection reuse) and misbehaving headers.
+    """Reads the whole body, then answers with the client port it saw and misbehaving headers.
 
+    The port shows whether the gateway reuses connections.
     `/redirect` answers 302 to another host, which the gateway must pass back, not follow.
     """
     if scope["type"] != "http":
         return
+    message = await receive()
+    while message.get("more_body", False):  # read the whole body before answering
+        message = await receive()
     if scope["path"].endswith("/redirect"):
         headers = [(b"location", b"http://127.0.0.1:9/elsewhere"), (b"content-length", b"0")]
         await send({"type": "http.response.start", "status": 302, "headers": headers})

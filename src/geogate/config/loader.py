@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
+from operator import attrgetter
 from pathlib import Path
 
 from geogate.config.errors import ConfigError, Problem
@@ -72,11 +73,8 @@ def check_config(
     except ConfigError as exc:
         return CheckResult(None, exc.problems, [])
     _add_notes(document, config)
-    return CheckResult(config, [], sorted(document.report(document.notes), key=_line))
-
-
-def _line(problem: Problem) -> int:
-    return problem.line
+    notes = sorted(document.report(document.notes), key=attrgetter("line"))
+    return CheckResult(config, [], notes)
 
 
 def _load(
@@ -86,8 +84,8 @@ def _load(
     try:
         with open(path, "rb") as file:
             raw = file.read(MAX_BYTES + 1)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(
             [Problem(filename, 0, f"cannot read the policy file: {reason}")]
         ) from None

@@ -39,8 +39,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _GLOB = re.compile(r"[*?\[]")
 
 
-def check_references(document: Document, config: Config) -> Catalog | None:
-    """Add every cross-reference problem to `document`; return the region catalog if it built."""
+def check_references(document: Document, config: Config) -> None:
+    """Add every cross-reference problem to `document`."""
     _check_connections(document, config)
     _check_policies(document, config)
     _check_masking(document, config)
@@ -50,9 +50,8 @@ def check_references(document: Document, config: Config) -> Catalog | None:
     except CatalogError as exc:
         for path, message in exc.problems:
             document.error(path, message)
-        return None
+        return
     _check_regions(document, config, catalog)
-    return catalog
 
 
 def _suggest(word: str, candidates: Iterable[str]) -> str:

@@ -7,12 +7,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from geogate.config import Config, Connection, Policy
+from geogate.config import SUPPORTED_TYPES, Config, Connection, Policy
 from geogate.identity import Principal
 from geogate.residency import Catalog
-
-ENFORCED_TYPES = frozenset({"openai", "anthropic", "http"})
-"""Connection types whose protocol adapter exists; calls to the others are refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +190,7 @@ def _describe(principal: Principal) -> str:
 
 def _not_yet_enforced(policy: Policy, name: str, connection: Connection) -> tuple[str, str] | None:
     """Fail closed on what the policy asks for but this version cannot yet do."""
-    if connection.type not in ENFORCED_TYPES:
+    if connection.type not in SUPPORTED_TYPES:
         return (
             "connection_not_allowed",
             f"Connection {name!r} is of type {connection.type!r}, which this GeoGate version "
