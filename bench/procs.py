@@ -6,6 +6,7 @@ group, and a Ctrl-C in the terminal reaches only `bench.run`, which then stops t
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import select
@@ -27,7 +28,7 @@ class BenchError(RuntimeError):
 
 
 def free_port() -> int:
-    """An unused loopback port (bound and released; nothing else runs on a bench machine)."""
+    """A loopback port that is free now (the kernel picks it; the bench binds it moments later)."""
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
         port: int = probe.getsockname()[1]
@@ -39,7 +40,6 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
-    cpus: frozenset[int] | None
 
     @property
     def pid(self) -> int:
@@ -57,20 +57,50 @@ class Child:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def cpu_seconds(self) -> float:
-        """User+system CPU of every process in the child's session (the child and its workers)."""
-        total = 0
+    def session(self) -> list[int]:
+        """The child and every process it started (its workers): all of its session."""
+        pids = []
         for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue  # gone between listing and reading
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[3]) == self.pid:  # field 6 of stat: the session id
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / _CLOCK_TICKS
+            if entry.name.isdigit() and _stat(entry.name)[3:4] == [str(self.pid)]:
+                pids.append(int(entry.name))
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU time of the child's whole session."""
+        ticks = 0
+        for pid in self.session():
+            fields = _stat(str(pid))
+            if fields:
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / _CLOCK_TICKS
+
+    def pin(self, cpus: frozenset[int] | None) -> None:
+        """Move every thread of the child's session to `cpus` (None: any CPU of the bench)."""
+        allowed = cpus if cpus is not None else os.sched_getaffinity(0)
+        for pid in self.session():
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setaffinity(int(task), allowed)
+
+
+def _stat(pid: str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (so index 3 is the session id)."""
+    try:
+        stat = Path("/proc", pid, "stat").read_text()
+    except OSError:
+        return []  # gone between listing and reading
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def machine_busy_seconds() -> float:
+    """User and system CPU time of every process on the machine (/proc/stat), to spot others.
+
+    Interrupt time is left out: the kernel's loopback TCP work for the bench's own traffic is
+    counted there and charged to no process.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system = (int(value) for value in fields[:3])
+    return (user + nice + system) / _CLOCK_TICKS
 
 
 @dataclass
@@ -84,18 +114,12 @@ class Children:
         self,
         name: str,
         argv: Sequence[str],
-        cpus: frozenset[int] | None,
         *,
         stdin: int | None = subprocess.DEVNULL,
         stdout: int | None = None,
     ) -> Child:
         log = self.folder / f"{name}.log"
         with log.open("wb") as sink:
-
-            def pin() -> None:
-                if cpus is not None:
-                    os.sched_setaffinity(0, cpus)
-
             process = subprocess.Popen(
                 list(argv),
                 cwd=self.folder,
@@ -104,9 +128,8 @@ class Children:
                 stderr=sink,
                 start_new_session=True,
                 env=_child_env(),
-                preexec_fn=pin,  # safe: the bench runner has no other threads
             )
-        child = Child(name, process, log, cpus)
+        child = Child(name, process, log)
         self.started.append(child)
         return child
 
@@ -149,7 +172,9 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         connection.close()
 
 
-def wait_ready(child: Child, port: int, path: str, ready: int | None, timeout: float = 60.0) -> None:
+def wait_ready(
+    child: Child, port: int, path: str, ready: int | None, timeout: float = 60.0
+) -> None:
     """Poll `path` until it answers (with status `ready`, if given) or the child dies."""
     deadline = time.monotonic() + timeout
     last = "no answer"

@@ -1,7 +1,8 @@
-"""Turning interleaved direct/gateway runs into the figures and the verdict against the targets.
+"""Turning interleaved runs into the figures, and the figures into a verdict on the targets.
 
-Every gateway run is paired with the direct run just before it, and the figure is the median of
-the per-pair differences (or ratios); the spread over the pairs shows the run's own noise.
+Each repetition runs every path once, back to back (direct, bare proxy, gateway), and a proxied
+path's figure is the median over the repetitions of its difference (or ratio) to the direct run
+of the same repetition; the spread over the repetitions shows the run's own noise.
 """
 
 from __future__ import annotations
@@ -15,54 +16,15 @@ ADDED_P50_TARGET_MS = 0.5
 """Added p50 at concurrency 1, with authentication and policy on."""
 THROUGHPUT_TARGET = 0.5
 """Gateway requests/s over direct requests/s at concurrency 32."""
+OUTSIDE_LOAD_WARNING = 0.05
+"""CPUs' worth of work by processes the bench did not start, above which figures are suspect."""
+
+PATHS = ("direct", "proxy", "gateway")
+"""The upstream called directly, through the bare pass-through proxy, through GeoGate."""
+ROLES = ("client", "upstream", "proxy", "gateway")
 
 Run = dict[str, Any]
-"""One load-generator result (see `bench.load.Result`) plus `cpu_us` per process role."""
-
-
-@dataclass
-class Case:
-    """All repetitions of one (upstream, load shape) pair, direct and through the gateway."""
-
-    upstream: str
-    name: str
-    concurrency: int
-    streaming: bool
-    direct: list[Run] = field(default_factory=list)
-    gateway: list[Run] = field(default_factory=list)
-    gateway_view: dict[str, float] = field(default_factory=dict)
-    """The gateway's own `geogate_added_latency_seconds` over this case's gateway runs."""
-
-    def median(self, path: str, key: str) -> float:
-        return statistics.median(run[key] for run in getattr(self, path))
-
-    def paired(self, combine: Callable[[Run, Run], float]) -> Spread:
-        return Spread.of([combine(d, g) for d, g in zip(self.direct, self.gateway, strict=True)])
-
-    def added(self, key: str) -> Spread:
-        return self.paired(lambda direct, gateway: gateway[key] - direct[key])
-
-    def ratio(self) -> Spread:
-        return self.paired(lambda direct, gateway: gateway["rps"] / direct["rps"])
-
-    def summary(self) -> dict[str, Any]:
-        keys = ("p50", "p99", "rps") + (("ttfb_p50", "ttfb_p99") if self.streaming else ())
-        summary: dict[str, Any] = {
-            path: {key: self.median(path, key) for key in keys} for path in ("direct", "gateway")
-        }
-        summary["added_ms"] = {key: self.added(key).as_dict() for key in keys if key != "rps"}
-        summary["throughput_ratio"] = self.ratio().as_dict()
-        summary["gateway_view"] = self.gateway_view
-        summary["verdicts"] = self.verdicts()
-        return summary
-
-    def verdicts(self) -> dict[str, bool]:
-        """The issue's targets, for the load shapes they are stated for."""
-        if self.streaming:
-            return {}
-        if self.concurrency == 1:
-            return {"added_p50": self.added("p50").median <= ADDED_P50_TARGET_MS}
-        return {"throughput": self.ratio().median >= THROUGHPUT_TARGET}
+"""One load-generator result (`bench.load.Result`) plus `cpu_us` per role and `outside_cpus`."""
 
 
 @dataclass(frozen=True)
@@ -78,56 +40,132 @@ class Spread:
     def as_dict(self) -> dict[str, float]:
         return {"median": self.median, "min": self.low, "max": self.high}
 
-    def text(self, digits: int = 3) -> str:
+    def text(self, digits: int) -> str:
         return f"{self.median:.{digits}f} [{self.low:.{digits}f}..{self.high:.{digits}f}]"
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+@dataclass
+class Case:
+    """All repetitions of one (upstream, load shape) pair, on every path."""
+
+    upstream: str
+    name: str
+    concurrency: int
+    streaming: bool
+    runs: dict[str, list[Run]] = field(default_factory=lambda: {path: [] for path in PATHS})
+    gateway_view: dict[str, float] = field(default_factory=dict)
+    """The gateway's own `geogate_added_latency_seconds` over this case's gateway runs."""
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return ("p50", "p99") + (("ttfb_p50", "ttfb_p99") if self.streaming else ())
+
+    def median(self, path: str, key: str) -> float:
+        return statistics.median(float(run[key]) for run in self.runs[path])
+
+    def cpu_us(self, path: str, role: str) -> float:
+        return statistics.median(float(run["cpu_us"][role]) for run in self.runs[path])
+
+    def _paired(self, path: str, combine: Callable[[Run, Run], float]) -> Spread:
+        pairs = zip(self.runs["direct"], self.runs[path], strict=True)
+        return Spread.of([combine(direct, other) for direct, other in pairs])
+
+    def added(self, path: str, key: str) -> Spread:
+        """Milliseconds `path` adds to the direct call's `key` latency."""
+        return self._paired(path, lambda direct, other: other[key] - direct[key])
+
+    def ratio(self, path: str) -> Spread:
+        """`path`'s requests/s over the direct call's."""
+        return self._paired(path, lambda direct, other: other["rps"] / direct["rps"])
+
+    def outside_cpus(self) -> float:
+        return max(float(run["outside_cpus"]) for runs in self.runs.values() for run in runs)
+
+    def verdicts(self) -> dict[str, bool]:
+        """The issue's targets, on the load shapes they are stated for."""
+        if self.streaming:
+            return {}
+        if self.concurrency == 1:
+            return {"added_p50": self.added("gateway", "p50").median <= ADDED_P50_TARGET_MS}
+        return {"throughput": self.ratio("gateway").median >= THROUGHPUT_TARGET}
+
+    def summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            path: {key: self.median(path, key) for key in (*self.keys, "rps")}
+            | {"cpu_us_per_request": {role: self.cpu_us(path, role) for role in ROLES}}
+            for path in PATHS
+        }
+        for path in PATHS[1:]:
+            summary[path]["added_ms"] = {key: self.added(path, key).as_dict() for key in self.keys}
+            summary[path]["throughput_ratio"] = self.ratio(path).as_dict()
+        summary["gateway_view"] = self.gateway_view
+        summary["outside_cpus_max"] = self.outside_cpus()
+        summary["verdicts"] = self.verdicts()
+        return summary
 
 
 def table(cases: Sequence[Case]) -> str:
-    """The printed report: raw figures per path, then what the gateway adds, then the verdicts."""
-    lines = [
-        "Medians over the repetitions; [min..max] over the direct/gateway pairs.",
+    """The printed report: figures per path, what each proxy adds, the verdicts, warnings."""
+    header = (
+        f"{'upstream':<8} {'load':<10} {'path':<8} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7}"
+        f" {'ttfb50':>7}   cpu us/req: {'client':>6} {'upstrm':>6} {'proxy':>6} {'gatewy':>6}"
+    )
+    lines = ["Medians over the repetitions.", "", header]
+    for case in cases:
+        for path in PATHS:
+            ttfb = f"{case.median(path, 'ttfb_p50'):7.3f}" if case.streaming else " " * 7
+            cpu = " ".join(f"{case.cpu_us(path, role):6.0f}" for role in ROLES)
+            lines.append(
+                f"{case.upstream:<8} {case.name:<10} {path:<8} {case.median(path, 'p50'):7.3f}"
+                f" {case.median(path, 'p99'):7.3f} {case.median(path, 'rps'):7.0f} {ttfb}"
+                f"               {cpu}"
+            )
+    lines += [
         "",
-        f"{'upstream':<9} {'load':<12} {'path':<8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}"
-        f" {'ttfb p50':>9} {'cpu us/req: client upstream gateway':>36}",
+        "Added to the direct call (median [min..max] over the repetitions):",
     ]
     for case in cases:
-        for path in ("direct", "gateway"):
-            runs: list[Run] = getattr(case, path)
-            ttfb = f"{case.median(path, 'ttfb_p50'):9.3f}" if case.streaming else " " * 9
-            cpu = "  ".join(
-                f"{statistics.median(run['cpu_us'].get(role, 0.0) for run in runs):7.0f}"
-                for role in ("client", "upstream", "gateway")
-            )
+        for path in PATHS[1:]:
+            parts = [f"p50 +{case.added(path, 'p50').text(3)} ms"]
+            if case.streaming:
+                parts.append(f"ttfb p50 +{case.added(path, 'ttfb_p50').text(3)} ms")
+            parts += [
+                f"p99 +{case.added(path, 'p99').text(2)} ms",
+                f"req/s x{case.ratio(path).text(2)}",
+            ]
+            lines.append(f"{case.upstream:<8} {case.name:<10} {path:<8} " + ", ".join(parts))
+        if case.outside_cpus() > OUTSIDE_LOAD_WARNING:
             lines.append(
-                f"{case.upstream:<9} {case.name:<12} {path:<8} {case.median(path, 'p50'):8.3f}"
-                f" {case.median(path, 'p99'):8.3f} {case.median(path, 'rps'):8.0f} {ttfb}"
-                f" {cpu:>36}"
+                f"{'':<28}(other processes used up to {case.outside_cpus():.2f} CPUs "
+                "during this case)"
             )
-    lines += ["", "What the gateway adds (gateway minus direct, paired per repetition):"]
-    for case in cases:
-        label = f"{case.upstream:<9} {case.name:<12}"
-        parts = [f"p50 +{case.added('p50').text()} ms", f"p99 +{case.added('p99').text()} ms"]
-        if case.streaming:
-            parts.insert(0, f"ttfb p50 +{case.added('ttfb_p50').text()} ms")
-        parts.append(f"throughput x{case.ratio().text(2)}")
-        lines.append(f"{label} " + ", ".join(parts))
         view = case.gateway_view
         if view.get("count"):
             lines.append(
-                f"{'':<22} gateway's own view (geogate_added_latency_seconds): "
-                f"mean {view['mean_ms']:.3f} ms over {view['count']:.0f} calls, "
-                f"p50 ~{view['p50_ms']:.3f} ms (from buckets)"
+                f"{'':<28}gateway's own view (geogate_added_latency_seconds): mean "
+                f"{view['mean_ms']:.3f} ms, p50 ~{view['p50_ms']:.3f} ms over "
+                f"{view['count']:.0f} calls"
             )
-    lines += ["", "Targets:"]
+    if not any(case.gateway_view.get("count") for case in cases):
+        lines.append(
+            "(the gateway's /metrics had no geogate_added_latency_seconds samples to compare)"
+        )
+    lines += ["", "Targets (gateway vs direct):"]
     for case in cases:
         for target, ok in case.verdicts().items():
             if target == "added_p50":
-                figure = f"added p50 {case.added('p50').median:.3f} ms <= {ADDED_P50_TARGET_MS} ms"
+                added = case.added("gateway", "p50").median
+                figure = f"added p50 {added:.3f} ms, target <= {ADDED_P50_TARGET_MS} ms"
             else:
-                figure = f"throughput ratio {case.ratio().median:.2f} >= {THROUGHPUT_TARGET}"
-            lines.append(f"  {_verdict(ok)}  {case.upstream:<9} {case.name:<12} {figure}")
+                ratio = case.ratio("gateway").median
+                figure = f"throughput ratio {ratio:.2f}, target >= {THROUGHPUT_TARGET}"
+            verdict = "PASS" if ok else "MISS"
+            lines.append(f"  {verdict}  {case.upstream:<8} {case.name:<10} {figure}")
+    busy = max(case.outside_cpus() for case in cases)
+    if busy > OUTSIDE_LOAD_WARNING:
+        lines += [
+            "",
+            f"WARNING: other processes used up to {busy:.2f} CPUs during a measurement; "
+            "the figures are noisier than they should be. Rerun on a quiet machine.",
+        ]
     return "\n".join(lines)

@@ -1,10 +1,11 @@
 """`make bench`: the data path's cost, as ratios against direct calls in the same run.
 
 Starts, all on 127.0.0.1: two upstreams (the demo LLM, and `bench.upstream`, a minimal one),
-a gateway (`geogate up`, API-key authentication and a residency policy on), and a load
-generator (`bench.load`). It then measures direct and through-gateway calls, interleaved, at
-concurrency 1 and 32 and streaming, prints the figures and writes bench/results/latest.json.
-docs/benchmarks.md explains the setup and how to read the figures.
+the gateway (`geogate up`, API-key authentication and a residency policy on), a bare proxy on
+the same server stack (`bench.passthrough`, the floor), and a load generator (`bench.load`).
+It then calls each upstream directly, through the bare proxy and through the gateway, one after
+the other in every repetition, at concurrency 1 (plain and streaming) and 32, prints the
+figures and writes bench/results/latest.json. docs/benchmarks.md explains how to read them.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from bench.procs import (
     Children,
     free_port,
     http_get,
+    machine_busy_seconds,
     read_line,
     wait_ready,
 )
-from bench.report import Case, Run, table
+from bench.report import PATHS, Case, Run, table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 UPSTREAM_KEY = "bench-upstream-key"
@@ -101,35 +103,38 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Which CPUs each role may use; None leaves the choice to the kernel."""
+class Layout:
+    """Which CPUs each role may use during one kind of measurement."""
 
+    name: str
     client: frozenset[int] | None
     upstream: frozenset[int] | None
-    gateway: frozenset[int] | None
+    proxies: frozenset[int] | None
+    """The gateway and the bare proxy (only one of them carries load at a time)."""
 
-    @classmethod
-    def for_machine(cls) -> Placement:
-        """The gateway gets a core of its own; the client and the upstream share another.
+    def describe(self) -> dict[str, list[int] | str]:
+        roles = {"client": self.client, "upstream": self.upstream, "proxies": self.proxies}
+        return {role: "any" if cpus is None else sorted(cpus) for role, cpus in roles.items()}
 
-        That is how a gateway runs in use (on its own host, with the callers and targets
-        elsewhere), and it gives the direct and the gateway runs the same CPU for the client and
-        the upstream, so the only difference between them is the gateway.
-        """
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            return cls(None, None, None)
-        return cls(frozenset({cpus[0]}), frozenset({cpus[0]}), frozenset({cpus[1]}))
 
-    def describe(self) -> dict[str, list[int] | None]:
-        return {
-            role: None if cpus is None else sorted(cpus)
-            for role, cpus in (
-                ("client", self.client),
-                ("upstream", self.upstream),
-                ("gateway", self.gateway),
-            )
-        }
+def workers() -> int:
+    """Worker processes for the gateway and the bare proxy: one per CPU, as `geogate up` does."""
+    return len(os.sched_getaffinity(0))
+
+
+def layouts() -> tuple[Layout, Layout]:
+    """(latency layout, throughput layout); docs/benchmarks.md shows what the choice changes.
+
+    Latency (concurrency 1): every process on one CPU. A call is a chain in which one process
+    works at a time, so sharing a CPU costs little, and no call is handed from one virtual CPU
+    to another, which on a VM costs tens of microseconds and, when the host is busy, millisecond
+    tails that would be blamed on whichever path hands over more often.
+    Throughput (concurrency 32): nothing pinned. Client, upstream and proxy share the whole
+    machine as they would with `geogate up` on it, and the gateway runs a worker per CPU.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    one = frozenset(cpus[:1])
+    return Layout("latency", one, one, one), Layout("throughput", None, None, None)
 
 
 @dataclass
@@ -138,9 +143,24 @@ class Stack:
 
     client: Child
     upstreams: dict[str, tuple[Child, int]]
-    gateway: Child
-    gateway_port: int
+    proxy: tuple[Child, int]
+    gateway: tuple[Child, int]
     api_key: str
+
+    def place(self, layout: Layout) -> None:
+        self.client.pin(layout.client)
+        for child, _ in self.upstreams.values():
+            child.pin(layout.upstream)
+        self.proxy[0].pin(layout.proxies)
+        self.gateway[0].pin(layout.proxies)
+
+    def roles(self, upstream: str) -> dict[str, Child]:
+        return {
+            "client": self.client,
+            "upstream": self.upstreams[upstream][0],
+            "proxy": self.proxy[0],
+            "gateway": self.gateway[0],
+        }
 
 
 def request_text(port: int, path: str, token: str, stream: bool) -> str:
@@ -167,7 +187,7 @@ _ADDED = re.compile(
 
 
 def added_latency_histogram(port: int) -> dict[str, float]:
-    """`geogate_added_latency_seconds` from /metrics: `sum`, `count` and cumulative `le:` buckets."""
+    """`geogate_added_latency_seconds` from /metrics: `sum`, `count`, cumulative `le:` buckets."""
     status, body = http_get(port, "/metrics")
     if status != 200:
         raise BenchError(f"GET /metrics answered HTTP {status}")
@@ -209,63 +229,62 @@ def gateway_view(before: dict[str, float], after: dict[str, float]) -> dict[str,
 
 
 def measure(stack: Stack, upstream: str, path: str, job: dict[str, Any]) -> Run:
-    """One load-generator job, with the CPU each process spent on it per request."""
-    child, port = stack.upstreams[upstream]
-    if path == "gateway":
-        port = stack.gateway_port
-        target = f"/c/{CONNECTIONS[upstream]}/v1/chat/completions"
-        token = stack.api_key
+    """One load-generator job, with the CPU each process spent on it per call."""
+    upstream_port = stack.upstreams[upstream][1]
+    if path == "direct":
+        port, target, token = upstream_port, "/v1/chat/completions", UPSTREAM_KEY
     else:
-        target, token = "/v1/chat/completions", UPSTREAM_KEY
-    roles = {"client": stack.client, "upstream": child, "gateway": stack.gateway}
+        port = stack.gateway[1] if path == "gateway" else stack.proxy[1]
+        target = f"/c/{CONNECTIONS[upstream]}/v1/chat/completions"
+        token = stack.api_key if path == "gateway" else "bench-caller-key"
+    job = dict(job)
     request = request_text(port, target, token, stream=job.pop("stream"))
-    before = {role: process.cpu_seconds() for role, process in roles.items()}
+    roles = stack.roles(upstream)
+    before = {role: child.cpu_seconds() for role, child in roles.items()}
+    machine_before, wall_before = machine_busy_seconds() - _own_cpu(), time.monotonic()
     line = json.dumps({"host": LOOPBACK, "port": port, "request": request, **job})
     assert stack.client.process.stdin is not None
     stack.client.process.stdin.write(line.encode() + b"\n")
     stack.client.process.stdin.flush()
     answer = json.loads(read_line(stack.client, timeout=job.get("duration", 0) * 2 + 120))
+    wall = time.monotonic() - wall_before
+    used = {role: child.cpu_seconds() - before[role] for role, child in roles.items()}
+    outside = machine_busy_seconds() - _own_cpu() - machine_before - sum(used.values())
     if "error" in answer:
         raise BenchError(f"the load generator failed on {upstream}/{path}: {answer['error']}")
     run: Run = answer["result"]
     if run["errors"]:
         raise BenchError(
             f"{upstream}/{path}: {run['errors']} of {run['requests']} calls failed "
-            f"(statuses {run['statuses']}); see the logs under {stack.gateway.log.parent}"
+            f"(statuses {run['statuses']}); the logs are in {stack.client.log.parent}"
         )
     calls = run["requests"] + run["warmup_requests"]
-    run["cpu_us"] = {
-        role: (process.cpu_seconds() - before[role]) * 1e6 / calls
-        for role, process in roles.items()
-    }
+    run["cpu_us"] = {role: seconds * 1e6 / calls for role, seconds in used.items()}
+    run["outside_cpus"] = max(0.0, outside / wall)
     return run
 
 
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def run_case(stack: Stack, case: Case, job: dict[str, Any], reps: int) -> None:
-    """Direct then gateway, `reps` times, so slow drifts hit both paths alike."""
-    before = added_latency_histogram(stack.gateway_port)
-    after = before
+    """Every path once per repetition, back to back, so slow drifts hit all paths alike."""
+    before = added_latency_histogram(stack.gateway[1])
     for rep in range(reps):
-        for path in ("direct", "gateway"):
-            if path == "gateway":
-                before_run = added_latency_histogram(stack.gateway_port)
-            run = measure(stack, case.upstream, path, dict(job))
-            if path == "gateway":
-                after_run = added_latency_histogram(stack.gateway_port)
-                after = {
-                    key: after.get(key, 0.0) + after_run.get(key, 0.0) - before_run.get(key, 0.0)
-                    for key in after_run
-                }
-            getattr(case, path).append(run)
+        for path in PATHS:
+            run = measure(stack, case.upstream, path, job)
+            case.runs[path].append(run)
             print(
-                f"  {case.upstream:<8} {case.name:<12} rep {rep + 1}/{reps} {path:<8}"
+                f"  {case.upstream:<8} {case.name:<10} {rep + 1}/{reps} {path:<8}"
                 f" p50 {run['p50']:7.3f} ms  p99 {run['p99']:7.3f} ms  {run['rps']:7.0f} req/s",
                 flush=True,
             )
-    case.gateway_view = gateway_view(before, after)
+    case.gateway_view = gateway_view(before, added_latency_histogram(stack.gateway[1]))
 
 
-def run_all(stack: Stack, settings: Settings) -> list[Case]:
+def run_all(stack: Stack, settings: Settings, latency: Layout, throughput: Layout) -> list[Case]:
     one = {"concurrency": 1, "warmup": settings.warmup, "requests": settings.requests}
     many = {
         "concurrency": settings.concurrency,
@@ -273,13 +292,15 @@ def run_all(stack: Stack, settings: Settings) -> list[Case]:
         "duration": settings.duration,
     }
     streamed = {"concurrency": 1, "warmup": settings.warmup, "requests": settings.stream_requests}
+    shapes = (
+        ("c=1", 1, False, one, latency),
+        ("stream c=1", 1, True, streamed, latency),
+        (f"c={settings.concurrency}", settings.concurrency, False, many, throughput),
+    )
     cases: list[Case] = []
     for upstream in ("minimal", "demo"):
-        for name, concurrency, streaming, job in (
-            ("c=1", 1, False, one),
-            (f"c={settings.concurrency}", settings.concurrency, False, many),
-            ("stream c=1", 1, True, streamed),
-        ):
+        for name, concurrency, streaming, job, layout in shapes:
+            stack.place(layout)
             case = Case(upstream, name, concurrency, streaming)
             run_case(stack, case, {**job, "stream": streaming}, settings.reps)
             cases.append(case)
@@ -289,63 +310,83 @@ def run_all(stack: Stack, settings: Settings) -> list[Case]:
 # --- setting up ---------------------------------------------------------------------------------
 
 
-def geogate(*args: str) -> list[str]:
-    return [sys.executable, "-m", "geogate", *args]
+def command(module: str, *args: str) -> list[str]:
+    """`python -m MODULE ARGS` with the interpreter running the bench (the project's venv)."""
+    return [sys.executable, "-m", module, *args]
 
 
-@contextmanager
-def started_stack(folder: Path, placement: Placement) -> Iterator[Stack]:
-    """Everything the bench runs, stopped again however the block is left."""
-    ports = {"minimal": free_port(), "demo": free_port(), "gateway": free_port()}
-    policy = folder / "geogate.yaml"
-    policy.write_text(POLICY.format(key=UPSTREAM_KEY, **ports))
+def create_key(policy: Path) -> str:
+    """A key for a caller in the `bench` group, made with the CLI as an operator would."""
     created = subprocess.run(
-        geogate("keys", "create", "--owner", "bench@example.com", "--groups", "bench")
-        + ["--expires", "1d", "--json", "--config", str(policy)],
-        cwd=folder,
+        command(
+            "geogate",
+            "keys",
+            "create",
+            "--owner",
+            "bench@example.com",
+            "--groups",
+            "bench",
+            "--expires",
+            "1d",
+            "--json",
+            "--config",
+            str(policy),
+        ),
+        cwd=policy.parent,
         capture_output=True,
         text=True,
         check=False,
     )
     if created.returncode != 0:
         raise BenchError(f"`geogate keys create` failed:\n{created.stderr or created.stdout}")
-    api_key = json.loads(created.stdout)["key"]
+    key: str = json.loads(created.stdout)["key"]
+    return key
 
+
+@contextmanager
+def started_stack(folder: Path) -> Iterator[Stack]:
+    """Everything the bench runs, stopped again however the block is left."""
+    ports = {name: free_port() for name in ("minimal", "demo", "proxy", "gateway")}
+    policy = folder / "geogate.yaml"
+    policy.write_text(POLICY.format(key=UPSTREAM_KEY, **ports))
+    api_key = create_key(policy)
+    listen = {name: f"--listen={LOOPBACK}:{port}" for name, port in ports.items()}
+    key = f"--api-key={UPSTREAM_KEY}"
+    routes = [
+        f"--route={CONNECTIONS[name]}=http://{LOOPBACK}:{ports[name]}"
+        for name in ("minimal", "demo")
+    ]
     children = Children(folder)
     try:
         minimal = children.start(
-            "upstream-minimal",
-            [sys.executable, "-m", "bench.upstream", "--listen", f"{LOOPBACK}:{ports['minimal']}"]
-            + ["--api-key", UPSTREAM_KEY],
-            placement.upstream,
+            "upstream-minimal", command("bench.upstream", listen["minimal"], key)
         )
         demo = children.start(
             "upstream-demo",
-            geogate("demo-llm", "--listen", f"{LOOPBACK}:{ports['demo']}", "--chunk-delay", "0")
-            + ["--api-key", UPSTREAM_KEY],
-            placement.upstream,
+            command("geogate", "demo-llm", listen["demo"], "--chunk-delay=0", key),
+        )
+        count = f"--workers={workers()}"
+        proxy = children.start(
+            "proxy", command("bench.passthrough", listen["proxy"], key, count, *routes)
         )
         gateway = children.start(
-            "gateway",
-            geogate("up", "--config", str(policy), "--listen", f"{LOOPBACK}:{ports['gateway']}")
-            + ["--workers", "1"],
-            placement.gateway,
+            "gateway", command("geogate", "up", f"--config={policy}", listen["gateway"], count)
         )
         client = children.start(
             "client",
-            [sys.executable, "-m", "bench.load"],
-            placement.client,
+            command("bench.load"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         wait_ready(minimal, ports["minimal"], "/", ready=None)
         wait_ready(demo, ports["demo"], "/v1/models", ready=None)
+        wait_ready(proxy, ports["proxy"], "/", ready=None)
         wait_ready(gateway, ports["gateway"], "/readyz", ready=200)
         yield Stack(
             client=client,
             upstreams={"minimal": (minimal, ports["minimal"]), "demo": (demo, ports["demo"])},
-            gateway=gateway,
-            gateway_port=ports["gateway"],
+            proxy=(proxy, ports["proxy"]),
+            gateway=(gateway, ports["gateway"]),
             api_key=api_key,
         )
     finally:
@@ -358,14 +399,14 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--reps", type=int, default=3, help="direct/gateway pairs per case")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of every case")
     parser.add_argument("--requests", type=int, default=2000, help="measured calls at c=1")
-    parser.add_argument("--warmup", type=int, default=200, help="unmeasured calls first")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per c=32 run")
+    parser.add_argument("--warmup", type=int, default=200, help="unmeasured calls first, c=1")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per c=32 run")
     parser.add_argument("--stream-requests", type=int, default=500, help="streamed calls, c=1")
     parser.add_argument("--concurrency", type=int, default=32, help="connections, throughput")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (about 20 s)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder and its logs")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.requests, args.duration, args.stream_requests = 1, 300, 1.0, 100
@@ -384,13 +425,16 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, bool]:
 def main(argv: list[str] | None = None) -> int:
     settings, keep = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    placement = Placement.for_machine()
+    latency, throughput = layouts()
     folder = Path(tempfile.mkdtemp(prefix="geogate-bench-"))
     started = time.monotonic()
-    print(f"GeoGate data-path bench; placement {placement.describe()}; work folder {folder}")
+    print(
+        f"GeoGate data-path bench on {os.cpu_count()} CPUs; CPUs per role: "
+        f"c=1 {latency.describe()}, c={settings.concurrency} {throughput.describe()}"
+    )
     try:
-        with started_stack(folder, placement) as stack:
-            cases = run_all(stack, settings)
+        with started_stack(folder) as stack:
+            cases = run_all(stack, settings, latency, throughput)
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         keep = True
@@ -400,18 +444,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if keep:
-            print(f"logs kept in {folder}", file=sys.stderr)
+            print(f"work folder with the logs kept: {folder}", file=sys.stderr)
         else:
             shutil.rmtree(folder, ignore_errors=True)
     print()
     print(table(cases))
-    write_results(cases, settings, placement, time.monotonic() - started)
-    print(f"\nwhole run {time.monotonic() - started:.0f} s; figures in {RESULTS}")
+    seconds = time.monotonic() - started
+    write_results(cases, settings, (latency, throughput), seconds)
+    print(f"\nwhole run {seconds:.0f} s; figures in {RESULTS.relative_to(Path.cwd())}")
     return 0
 
 
 def write_results(
-    cases: list[Case], settings: Settings, placement: Placement, seconds: float
+    cases: list[Case], settings: Settings, placement: tuple[Layout, ...], seconds: float
 ) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     document = {
@@ -423,16 +468,11 @@ def write_results(
             "python": platform.python_version(),
             "kernel": platform.release(),
         },
-        "placement": placement.describe(),
-        "gateway_workers": 1,
+        "placement": {layout.name: layout.describe() for layout in placement},
+        "workers": workers(),
         "settings": asdict(settings),
         "cases": [
-            {
-                "upstream": case.upstream,
-                "load": case.name,
-                **case.summary(),
-                "runs": {"direct": case.direct, "gateway": case.gateway},
-            }
+            {"upstream": case.upstream, "load": case.name, **case.summary(), "runs": case.runs}
             for case in cases
         ],
     }
@@ -440,12 +480,9 @@ def write_results(
 
 
 def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
     return platform.processor()
 
 

@@ -108,7 +108,8 @@ class MinimalUpstream:
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         else:
-            await send({"type": "http.response.start", "status": 200, "headers": self._json_headers})
+            start = {"type": "http.response.start", "status": 200, "headers": self._json_headers}
+            await send(start)
             await send({"type": "http.response.body", "body": self._completion})
 
 

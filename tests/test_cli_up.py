@@ -84,6 +84,9 @@ def running(tmp_path: Path, demo_url: str) -> Iterator[str]:
             process.kill()
             output = process.communicate()[0]
     assert "Traceback" not in output, output
+    access_lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert access_lines, "no access log lines reached stdout"
+    assert {"request_id", "subject", "decision", "status", "added_ms"} <= access_lines[0].keys()
 
 
 def fresh_call(base: str, key: str) -> int:

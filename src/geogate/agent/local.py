@@ -61,33 +61,66 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
 
 
 class _Response:
+    """A response whose body read is cut off once the target falls silent for `idle` seconds.
+
+    One timer per response checks the time of the last read, instead of a timeout per chunk:
+    a stream of many small SSE events pays a clock read per chunk, not a timer.
+    """
+
     def __init__(self, response: aiohttp.ClientResponse, idle_timeout: float) -> None:
         self._response = response
         self._idle_timeout = idle_timeout
+        self._loop = asyncio.get_running_loop()
+        self._waiting_since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed_out = False
         self.status = response.status
         self.headers = list(response.raw_headers)
 
+    def _check_idle(self) -> None:
+        since = self._waiting_since
+        if since is None:  # not waiting for the target right now (the caller is slow)
+            self._timer = self._loop.call_later(self._idle_timeout, self._check_idle)
+            return
+        left = since + self._idle_timeout - self._loop.time()
+        if left > 0:
+            self._timer = self._loop.call_later(left, self._check_idle)
+            return
+        self._timed_out = True
+        self._response.close()
+
     async def body(self) -> AsyncIterator[bytes]:
         content = self._response.content
-        while True:
-            try:
-                async with asyncio.timeout(self._idle_timeout):
+        self._timer = self._loop.call_later(self._idle_timeout, self._check_idle)
+        try:
+            while True:
+                self._waiting_since = self._loop.time()
+                try:
                     chunk = await content.readany()
-            except TimeoutError:
-                raise UpstreamError(
-                    "upstream_timeout",
-                    f"The target sent nothing for {self._idle_timeout:g}s in the middle of "
-                    f"its response; the response was cut off.",
-                ) from None
-            except aiohttp.ClientError as exc:
-                raise UpstreamError(
-                    "upstream_error",
-                    f"The target broke off its response ({type(exc).__name__}); "
-                    f"the response is incomplete.",
-                ) from exc
-            if not chunk:
-                return
-            yield chunk
+                except aiohttp.ClientError as exc:
+                    if self._timed_out:
+                        raise self._idle_error() from None
+                    raise UpstreamError(
+                        "upstream_error",
+                        f"The target broke off its response ({type(exc).__name__}); "
+                        f"the response is incomplete.",
+                    ) from exc
+                self._waiting_since = None
+                if self._timed_out:
+                    raise self._idle_error()
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _idle_error(self) -> UpstreamError:
+        return UpstreamError(
+            "upstream_timeout",
+            f"The target sent nothing for {self._idle_timeout:g}s in the middle of "
+            f"its response; the response was cut off.",
+        )
 
     def close(self) -> None:
         if self._response.content.at_eof():

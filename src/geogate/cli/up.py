@@ -37,7 +37,7 @@ LOG_CONFIG: dict[str, Any] = {
     },
     "handlers": {
         "access": {
-            "class": "logging.StreamHandler",
+            "class": "geogate.gateway.observe.BatchedStreamHandler",
             "formatter": "plain",
             "stream": "ext://sys.stdout",
         },

@@ -159,11 +159,12 @@ class DataPath:
         """
         answered_at = time.perf_counter()
         headers = downstream_headers(upstream.headers)
-        streamed = not any(name == b"content-length" for name, _ in headers)
-        is_sse = any(
-            name == b"content-type" and value.startswith(b"text/event-stream")
-            for name, value in headers
-        )
+        streamed, is_sse = True, False
+        for name, value in headers:
+            if name == b"content-length":
+                streamed = False
+            elif name == b"content-type":
+                is_sse = value.startswith(b"text/event-stream")
         headers += [
             (b"x-geogate-request-id", log.request_id.encode()),
             (b"x-geogate-session-id", log.session_id.encode()),

@@ -57,13 +57,13 @@ def caller_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Headers named in `Connection:` are hop-by-hop too (RFC 9110 §7.6.1)."""
-    return frozenset(
-        token.strip().lower()
-        for name, value in headers
-        if name == b"connection"
-        for token in value.split(b",")
+def _hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The fixed hop-by-hop set plus the headers named in `Connection:` (RFC 9110 §7.6.1)."""
+    listed = [value for name, value in headers if name == b"connection"]
+    if not listed:
+        return HOP_BY_HOP
+    return HOP_BY_HOP.union(
+        token.strip().lower() for value in listed for token in value.split(b",")
     )
 
 
@@ -71,7 +71,7 @@ def upstream_headers(
     headers: Headers, injected: list[tuple[str, str]], *, keep_length: bool
 ) -> list[tuple[str, str]]:
     """Caller headers minus hop-by-hop, credentials and x-geogate-*, plus the connection's own."""
-    dropped = HOP_BY_HOP | CALLER_ONLY | _connection_listed(headers)
+    dropped = _hop_by_hop(headers) | CALLER_ONLY
     injected_names = {name.lower().encode() for name, _ in injected}
     out = [
         (name.decode("latin-1"), value.decode("latin-1"))
@@ -91,7 +91,7 @@ def upstream_headers(
 def downstream_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     """Target headers minus hop-by-hop ones and any x-geogate-* a target might try to forge."""
     raw = [(name.lower(), value) for name, value in headers]
-    dropped = HOP_BY_HOP | _connection_listed(raw)
+    dropped = _hop_by_hop(raw)
     return [
         (name, value)
         for name, value in raw

@@ -14,6 +14,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 _ENCODED_SEPARATOR = re.compile(rb"%(2f|5c|2e|00)", re.IGNORECASE)
 _ALLOWED = re.compile(rb"^[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$")
 _PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _ALLOWED_QUERY = re.compile(rb"^[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*$")
 
 
@@ -47,7 +48,7 @@ def target_url(base_url: str, raw_tail: bytes, raw_query: bytes) -> str:
     if segments and (b":" in segments[0] or b"@" in segments[0]):
         # `/c/x/http:...` or `/c/x/user@host` reads like an absolute URL or an authority.
         raise PathError("The path may not start with a scheme or a user@host part.")
-    if any(byte < 0x20 or byte == 0x7F for byte in unquote_to_bytes(raw_tail)):
+    if _CONTROL.search(unquote_to_bytes(raw_tail)):
         raise PathError("Control characters are not allowed in the path.")
     url = f"{base_url}/{raw_tail.decode('ascii')}" if raw_tail else base_url
     if raw_query:

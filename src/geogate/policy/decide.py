@@ -19,6 +19,10 @@ class RequestFacts:
     model: str | None = None
 
 
+_NO_FACTS = RequestFacts()
+_MAX_CACHED_DECISIONS = 8192
+
+
 @dataclass(frozen=True, slots=True)
 class Hop:
     """One place the call's data passes through, and whether it lies inside the policy's regions."""
@@ -92,12 +96,25 @@ class CompiledPolicy:
     version: str
     """A short hash of the policy (without secrets) that records and approvals are bound to."""
     _rules_by_connection: dict[str, tuple[_Rule, ...]] = field(repr=False)
+    _decisions: dict[tuple[Principal, str, RequestFacts], Decision] = field(
+        default_factory=dict, repr=False
+    )
+    """Decisions already made: `decide` is pure, so a repeat call is a dictionary lookup."""
 
     def decide(
         self, principal: Principal, connection_name: str, facts: RequestFacts | None = None
     ) -> Decision:
         """The first policy whose subjects and connections match decides; none means deny."""
-        del facts  # no request-level rule reads them yet; residency facts arrive with issue 4
+        key = (principal, connection_name, facts or _NO_FACTS)
+        decision = self._decisions.get(key)
+        if decision is None:
+            if len(self._decisions) >= _MAX_CACHED_DECISIONS:
+                self._decisions.clear()
+            decision = self._decisions[key] = self._decide(principal, connection_name)
+        return decision
+
+    def _decide(self, principal: Principal, connection_name: str) -> Decision:
+        # no rule reads request facts yet; residency facts arrive with URL attribution
         connection = self.config.connections.get(connection_name)
         if connection is None:
             return Decision(
