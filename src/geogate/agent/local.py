@@ -60,6 +60,12 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
+@cache
+def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """aiohttp's own limit covers connecting only; first byte and idle are ours."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=None)
+
+
 class _Response:
     """A response whose body read is cut off once the target falls silent for `idle` seconds.
 
@@ -151,7 +157,6 @@ class LocalExecutor:
 
     async def send(self, request: UpstreamRequest) -> _Response:
         timeouts = request.timeouts
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=None)
         try:
             async with asyncio.timeout(timeouts.first_byte):
                 response = await self._session.request(
@@ -160,7 +165,7 @@ class LocalExecutor:
                     headers=request.headers,
                     data=request.body,
                     allow_redirects=False,
-                    timeout=timeout,
+                    timeout=_connect_timeout(timeouts.connect),
                     ssl=_tls_context(request.ca_file),
                 )
         except TimeoutError as exc:
