@@ -322,3 +322,37 @@ def _eventually_allowed(client: openai.OpenAI) -> None:
         except openai.AuthenticationError:
             assert time.monotonic() < deadline, "still refused after reactivation"
             time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        ["content-length: 5", "transfer-encoding: chunked"],
+        ["content-length: 5", "content-length: 50"],
+        ["transfer-encoding: chunked, identity"],
+    ],
+)
+def test_request_smuggling_framing_is_refused(
+    gateway: Gateway, alice: str, framing: list[str]
+) -> None:
+    """Ambiguous framing never reaches the target: the server refuses it before the data path."""
+    request_line = "POST /c/whoami/x HTTP/1.1"
+    parts = urlsplit(gateway.base_url)
+    smuggled = "0\r\n\r\nGET /c/whoami/smuggled HTTP/1.1\r\nhost: x\r\n\r\n"
+    lines = [request_line, f"host: {parts.netloc}", f"x-api-key: {alice}", *framing]
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n" + smuggled).encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400"), data[:200]
+    assert data.count(b"HTTP/1.1 ") == 1  # the smuggled request was never served
+
+
+def test_caller_host_header_is_not_forwarded(gateway: Gateway, alice: str) -> None:
+    response = httpx2.get(
+        gateway.url("raw") + "/debug/echo-headers",
+        headers={"x-api-key": alice, "host": "evil.test"},
+    )
+    upstream = urlsplit(gateway.config.connections["raw"].url).netloc
+    assert response.json()["headers"]["host"] == upstream
