@@ -92,6 +92,7 @@ def up(
         lifespan="on",
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # the caller's X-Forwarded-* claims are not trusted
         date_header=False,  # the target's Date passes through
         log_config=LOG_CONFIG,
         timeout_graceful_shutdown=10,

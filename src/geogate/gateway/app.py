@@ -6,6 +6,7 @@ and the flow, so a call pays only for the steps it needs.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -50,6 +51,9 @@ class GatewayApp:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 self.datapath = DataPath(self.runtime)
+                # What start-up built lives as long as the worker: keep it out of the garbage
+                # collector's full passes, which otherwise pause calls for tens of milliseconds.
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.runtime is not None:
