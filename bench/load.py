@@ -99,7 +99,6 @@ class _Connection(asyncio.Protocol):
         self._sent_ns = 0
         self._first_ns = 0
         self.connected = asyncio.get_running_loop().create_future()
-        self.failure: BaseException | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -150,7 +149,6 @@ class _Connection(asyncio.Protocol):
         phase = self._phase
         self._phase = None
         if phase is not None and not phase.done.done():
-            self.failure = exc
             phase.done.set_exception(exc)
 
     def close(self) -> None:

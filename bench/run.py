@@ -402,7 +402,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, bool]:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every case")
     parser.add_argument("--requests", type=int, default=2000, help="measured calls at c=1")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured calls first, c=1")
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per c=32 run")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per c=32 run")
     parser.add_argument("--stream-requests", type=int, default=500, help="streamed calls, c=1")
     parser.add_argument("--concurrency", type=int, default=32, help="connections, throughput")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (about 20 s)")

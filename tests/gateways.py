@@ -48,6 +48,8 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 class Gateway:
     base_url: str
     config: Config
+    access_lines: list[str]
+    """The access log: one JSON line per call."""
 
     def url(self, connection: str) -> str:
         return f"{self.base_url}/c/{connection}"
@@ -91,5 +93,6 @@ class Gateway:
 def run_gateway(folder: Path, policy_yaml: str) -> Iterator[Gateway]:
     (folder / "geogate.yaml").write_text(policy_yaml)
     config = parse_config(policy_yaml, filename=str(folder / "geogate.yaml"), base_dir=folder)
-    with run_asgi(create_app(config)) as base_url:
-        yield Gateway(base_url, config)
+    access_lines: list[str] = []
+    with run_asgi(create_app(config, access_lines.append)) as base_url:
+        yield Gateway(base_url, config, access_lines)

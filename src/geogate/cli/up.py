@@ -6,9 +6,11 @@ import asyncio
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -32,15 +34,9 @@ LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(message)s"},
         "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
     "handlers": {
-        "access": {
-            "class": "geogate.gateway.observe.BatchedStreamHandler",
-            "formatter": "plain",
-            "stream": "ext://sys.stdout",
-        },
         "default": {
             "class": "logging.StreamHandler",
             "formatter": "default",
@@ -48,7 +44,6 @@ LOG_CONFIG: dict[str, Any] = {
         },
     },
     "loggers": {
-        "geogate.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         "geogate": {"handlers": ["default"], "level": "INFO", "propagate": False},
         "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
         "uvicorn.error": {"level": "INFO"},
@@ -77,16 +72,20 @@ def up(
 
     os.environ[CONFIG_ENV] = str(file)
     os.environ[BASE_DIR_ENV] = str(base_dir)
-    metrics_dir = tempfile.mkdtemp(prefix="geogate-metrics-")
-    atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    workers = workers or os.cpu_count() or 1
+    if workers > 1:  # one worker keeps its metrics in memory; several share them on disk
+        metrics_dir = tempfile.mkdtemp(prefix="geogate-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # uvicorn ends by re-raising SIGTERM; turned into an exit, the clean-up above still runs.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     typer.echo(f"GeoGate listening on http://{host}:{port} ({file})")
     uvicorn.run(
         "geogate.gateway.app:app_from_env",
         factory=True,
         host=host,
         port=port,
-        workers=workers or os.cpu_count() or 1,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -97,6 +96,12 @@ def up(
         log_config=LOG_CONFIG,
         timeout_graceful_shutdown=10,
     )
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    """A stop asked for is a clean exit."""
+    del signum, frame
+    sys.exit(0)
 
 
 async def _migrate(state_url: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
@@ -16,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from geogate.config import Config, load_config
 from geogate.gateway.datapath import DataPath
 from geogate.gateway.errors import plain_error
-from geogate.gateway.observe import metrics_payload
+from geogate.gateway.observe import AccessSink, BatchedLines, metrics_payload
 from geogate.gateway.runtime import Runtime
 
 logger = logging.getLogger("geogate.gateway")
@@ -26,8 +27,9 @@ BASE_DIR_ENV = "GEOGATE_BASE_DIR"
 
 
 class GatewayApp:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, access_sink: AccessSink | None = None) -> None:
         self.config = config
+        self.access_sink = access_sink
         self.runtime: Runtime | None = None
         self.datapath: DataPath | None = None
 
@@ -50,9 +52,10 @@ class GatewayApp:
                     logger.exception("gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                self.datapath = DataPath(self.runtime)
+                self.datapath = DataPath(self.runtime, self.access_sink)
                 # What start-up built lives as long as the worker: keep it out of the garbage
                 # collector's full passes, which otherwise pause calls for tens of milliseconds.
+                gc.collect()
                 gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -91,11 +94,12 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(config: Config) -> GatewayApp:
-    return GatewayApp(config)
+def create_app(config: Config, access_sink: AccessSink | None = None) -> GatewayApp:
+    """The gateway for `config`; `access_sink` receives one JSON line per call."""
+    return GatewayApp(config, access_sink)
 
 
 def app_from_env() -> GatewayApp:
     """Factory for uvicorn workers: each loads the policy file `geogate up` checked."""
     config = load_config(Path(os.environ[CONFIG_ENV]), base_dir=os.environ.get(BASE_DIR_ENV))
-    return create_app(config)
+    return create_app(config, BatchedLines(sys.stdout))

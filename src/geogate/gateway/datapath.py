@@ -23,7 +23,7 @@ from geogate.agent import UpstreamError, UpstreamRequest, UpstreamResponse
 from geogate.config import Connection
 from geogate.gateway.errors import Refusal, refusal_response
 from geogate.gateway.headers import Headers, caller_token, downstream_headers, upstream_headers
-from geogate.gateway.observe import CallLog
+from geogate.gateway.observe import AccessSink, CallLog
 from geogate.gateway.paths import PathError, split_connection, target_url
 from geogate.gateway.runtime import Runtime
 from geogate.identity import AuthError, Principal
@@ -51,8 +51,9 @@ class _RequestBody:
 
 
 class DataPath:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, access_sink: AccessSink | None = None) -> None:
         self.runtime = runtime
+        self.access_sink = access_sink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -101,7 +102,7 @@ class DataPath:
             await send({"type": "http.response.body", "body": payload})
         finally:
             log.latency_ms = (time.perf_counter() - started) * 1000
-            log.emit(known_connection=connection is not None)
+            log.emit(connection is not None, self.access_sink)
 
     async def _authenticate(self, headers: Headers) -> Principal:
         token = caller_token(headers)
