@@ -109,8 +109,8 @@ class DataPath:
         if not token:
             raise Refusal(
                 "unauthenticated",
-                "No credentials were sent; pass a GeoGate API key or an OIDC token as "
-                "`Authorization: Bearer TOKEN` (or `x-api-key`).",
+                "No credentials were sent; pass a GeoGate API key (`geogate keys create`) as "
+                "`Authorization: Bearer gk_...` or `x-api-key: gk_...`.",
             )
         try:
             return await self.runtime.authenticator.authenticate(token)

@@ -91,8 +91,8 @@ class ApiKeyAuthenticator:
         if not token:
             raise AuthError(
                 "unauthenticated",
-                "No credentials were sent; pass a GeoGate API key or an OIDC token "
-                "as `Authorization: Bearer TOKEN`.",
+                "No credentials were sent; pass a GeoGate API key as "
+                "`Authorization: Bearer gk_...`.",
             )
         if not looks_like_api_key(token):
             raise AuthError(
