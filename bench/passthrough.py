@@ -18,9 +18,10 @@ import json
 import os
 
 import aiohttp
-import uvicorn
 from starlette.types import Receive, Scope, Send
 from yarl import URL
+
+from bench.upstream import serve
 
 _DROPPED = frozenset(
     {
@@ -117,18 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     routes = dict(route.split("=", 1) for route in args.route)
     os.environ[_SETTINGS_ENV] = json.dumps({"routes": routes, "api_key": args.api_key})
-    host, _, port = args.listen.rpartition(":")
-    uvicorn.run(
-        "bench.passthrough:from_env",
-        factory=True,
-        workers=args.workers,
-        host=host,
-        port=int(port),
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    serve("bench.passthrough:from_env", args.listen, factory=True, workers=args.workers)
 
 
 if __name__ == "__main__":

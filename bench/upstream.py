@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import uvicorn
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Event = dict[str, object]
 
@@ -128,15 +129,21 @@ def main() -> None:
     parser.add_argument("--listen", required=True, help="HOST:PORT")
     parser.add_argument("--api-key", required=True, help="the key the gateway must inject")
     args = parser.parse_args()
-    host, _, port = args.listen.rpartition(":")
+    serve(MinimalUpstream(args.api_key), args.listen)
+
+
+def serve(app: ASGIApp | str, listen: str, **options: Any) -> None:
+    """Run on the gateway's server stack (uvicorn, httptools, uvloop), quietly."""
+    host, _, port = listen.rpartition(":")
     uvicorn.run(
-        MinimalUpstream(args.api_key),
+        app,
         host=host,
         port=int(port),
         loop="uvloop",
         http="httptools",
         access_log=False,
         log_level="warning",
+        **options,
     )
 
 
