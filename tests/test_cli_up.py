@@ -143,3 +143,25 @@ def test_up_refuses_a_broken_policy(tmp_path: Path) -> None:
     result = geogate("up", cwd=tmp_path)
     assert result.returncode == 1
     assert re.search(r"geogate\.yaml:3: ", result.stderr), result.stderr
+
+
+def test_up_reports_an_unusable_state_store(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    (tmp_path / "geogate.yaml").write_text(
+        "version: 1\ngateway: {state: 'sqlite:///blocker/state.db'}\n"
+    )
+    result = geogate("up", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip()
+
+
+def test_up_refuses_an_unreadable_ca_file(tmp_path: Path) -> None:
+    (tmp_path / "geogate.yaml").write_text(
+        "version: 1\nconnections:\n  llm:\n    type: openai\n    url: https://x.example.com\n"
+        "    tls: {ca_file: missing-ca.pem}\n"
+    )
+    result = geogate("up", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "connections.llm.tls.ca_file" in result.stderr
+    assert "missing-ca.pem cannot be read" in result.stderr

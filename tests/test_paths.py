@@ -42,6 +42,9 @@ def test_ordinary_paths(tail: bytes, query: bytes, expected: str) -> None:
     [
         b"..",
         b"../admin",
+        b"..;/admin",
+        b"models/..;x/admin",
+        b".;/models",
         b"models/../../admin",
         b"%2e%2e/admin",
         b"%2E%2E%2Fadmin",

@@ -356,3 +356,34 @@ def test_caller_host_header_is_not_forwarded(gateway: Gateway, alice: str) -> No
     )
     upstream = urlsplit(gateway.config.connections["raw"].url).netloc
     assert response.json()["headers"]["host"] == upstream
+
+
+def test_deeply_nested_json_is_a_bad_request_not_a_crash(gateway: Gateway, alice: str) -> None:
+    response = httpx2.post(
+        gateway.url("oai") + "/chat/completions",
+        content=b"[" * 200_000,
+        headers={"x-api-key": alice, "content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+
+
+def test_other_authorization_schemes_do_not_hide_an_api_key(gateway: Gateway, alice: str) -> None:
+    basic = {"authorization": "Basic Zm9vOmJhcg=="}
+    with_key = httpx2.get(gateway.url("whoami") + "/x", headers={**basic, "x-api-key": alice})
+    assert with_key.status_code == 200
+    alone = httpx2.get(gateway.url("whoami") + "/x", headers=basic)
+    assert alone.status_code == 401
+    assert alone.json()["error"]["code"] == "unauthenticated"
+
+
+def test_credentials_are_checked_before_anything_else(gateway: Gateway) -> None:
+    response = httpx2.get(gateway.url("oai") + "/models", headers={"x-geogate-session": "a b"})
+    assert response.status_code == 401
+
+
+def test_unreadable_ca_file_is_an_upstream_error_not_a_crash(gateway: Gateway, alice: str) -> None:
+    response = httpx2.get(gateway.url("bad-ca") + "/x", headers={"x-api-key": alice})
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert "CA file" in response.json()["error"]["message"]

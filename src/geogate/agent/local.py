@@ -158,6 +158,14 @@ class LocalExecutor:
     async def send(self, request: UpstreamRequest) -> _Response:
         timeouts = request.timeouts
         try:
+            tls = _tls_context(request.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamError(
+                "upstream_error",
+                f"The CA file of connection {request.connection!r} cannot be used ({exc}); "
+                f"the call was not sent.",
+            ) from exc
+        try:
             async with asyncio.timeout(timeouts.first_byte):
                 response = await self._session.request(
                     request.method,
@@ -166,14 +174,14 @@ class LocalExecutor:
                     data=request.body,
                     allow_redirects=False,
                     timeout=_connect_timeout(timeouts.connect),
-                    ssl=_tls_context(request.ca_file),
+                    ssl=tls,
                 )
         except TimeoutError as exc:
             # aiohttp's connect timeout is also a TimeoutError: say which limit ran out.
             limit, what = (
                 (timeouts.connect, "accept a connection")
                 if isinstance(exc, aiohttp.ServerTimeoutError)
-                else (timeouts.first_byte, "answer")
+                else (timeouts.first_byte, "take the request and answer")
             )
             raise UpstreamError(
                 "upstream_timeout",

@@ -19,13 +19,15 @@ import uvicorn
 from geogate.cli.common import (
     DEFAULT_CONFIG,
     ConfigOption,
+    fail,
+    fail_lines,
     open_config,
     parse_listen,
     resolve_config_path,
 )
 from geogate.config import quickstart_path
 from geogate.gateway.app import BASE_DIR_ENV, CONFIG_ENV
-from geogate.store import open_store
+from geogate.store import StoreError, open_store
 
 DEMO_LISTEN = "127.0.0.1:8090"
 """Where the quickstart policy expects the demo LLM that `up` starts beside the gateway."""
@@ -64,7 +66,17 @@ def up(
     file, base_dir = resolve_config_path(config)
     policy = open_config(config)
     host, port = parse_listen(listen or policy.gateway.listen)
-    asyncio.run(_migrate(policy.gateway.state))
+    unreadable = [
+        f"{file}: connections.{name}.tls.ca_file: {connection.tls.ca_file} cannot be read"
+        for name, connection in policy.connections.items()
+        if connection.tls.ca_file is not None and not os.access(connection.tls.ca_file, os.R_OK)
+    ]
+    if unreadable:  # found now rather than as a failed call (policy check runs anywhere)
+        fail_lines(unreadable)
+    try:
+        asyncio.run(_migrate(policy.gateway.state))
+    except StoreError as exc:
+        fail(str(exc))
 
     if file == quickstart_path():
         _start_demo_llm()

@@ -48,6 +48,8 @@ class _RequestBody:
     size: int
     """Bytes received so far (all of them once the target has the request)."""
     overflowed: bool = False
+    complete: bool = True
+    """Whether the caller's body is all read, after which `receive` only reports a disconnect."""
 
 
 class DataPath:
@@ -68,10 +70,9 @@ class DataPath:
             if connection is not None:
                 adapter = adapter_for(connection.type)
             headers: Headers = scope["headers"]
-            log.session_id = _session_id(headers, request_id)
-
             principal = await self._authenticate(headers)
             log.subject, log.user = principal.subject, principal.user
+            log.session_id = _session_id(headers, request_id)
 
             if connection is None:
                 raise Refusal(
@@ -92,7 +93,14 @@ class DataPath:
             forwarded_at = time.perf_counter()
             upstream = await self._forward(scope, headers, name, connection, url, body)
             log.decision, log.bytes_in = "allow", body.size
-            await self._stream_back(upstream, log, adapter, receive, send, forwarded_at - started)
+            await self._stream_back(
+                upstream,
+                log,
+                adapter,
+                receive if body.complete else None,
+                send,
+                forwarded_at - started,
+            )
         except Refusal as refusal:
             log.decision = "error" if refusal.status >= 500 else "deny"
             log.code = refusal.code
@@ -149,11 +157,14 @@ class DataPath:
         upstream: UpstreamResponse,
         log: CallLog,
         adapter: ProtocolAdapter,
-        receive: Receive,
+        receive: Receive | None,
         send: Send,
         overhead: float,
     ) -> None:
         """Send the target's response as it arrives; stop the target if the caller leaves.
+
+        `receive` is None while the caller's body is still being passed on (a target may
+        answer early): then the body stream owns `receive`, and notices a disconnect itself.
 
         `overhead` is the gateway's time before forwarding; the time from the target's
         headers to ours is added to it to give the call's added latency.
@@ -179,7 +190,7 @@ class DataPath:
             )
             log.added_ms = (overhead + time.perf_counter() - answered_at) * 1000
             pump = _pump(upstream, log, adapter, send, is_sse)
-            if streamed:
+            if streamed and receive is not None:
                 await _until_disconnect(pump, receive)
             else:
                 await pump
@@ -314,7 +325,7 @@ async def _read_body(
 
 def _streamed_body(receive: Receive, first: bytes, limit: int) -> _RequestBody:
     """A body passed on as it arrives, counted so the limit holds without a Content-Length."""
-    state = _RequestBody(b"", RequestFacts(), streamed=True, size=len(first))
+    state = _RequestBody(b"", RequestFacts(), streamed=True, size=len(first), complete=False)
 
     async def stream() -> AsyncIterator[bytes]:
         yield first
@@ -329,6 +340,7 @@ def _streamed_body(receive: Receive, first: bytes, limit: int) -> _RequestBody:
                 state.overflowed = True
                 raise _BodyTooLarge
             more = message.get("more_body", False)
+            state.complete = not more
             yield chunk
 
     state.content = stream()

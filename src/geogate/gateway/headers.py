@@ -41,7 +41,10 @@ TOKEN_HEADERS = (b"authorization", b"x-api-key", b"api-key")
 
 
 def caller_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The caller's token: `Authorization: Bearer T`, then `x-api-key`, then `api-key`."""
+    """The caller's token: `Authorization: Bearer T`, then `x-api-key`, then `api-key`.
+
+    An `Authorization` header of another scheme (Basic, ...) is not a GeoGate credential.
+    """
     found: dict[bytes, bytes] = {}
     for name, value in headers:
         if name in TOKEN_HEADERS and name not in found:
@@ -50,10 +53,11 @@ def caller_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         if name not in found:
             continue
         text = found[name].decode("latin-1").strip()
-        if name == b"authorization":
-            scheme, _, token = text.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
-        return text
+        if name != b"authorization":
+            return text
+        scheme, _, token = text.partition(" ")
+        if scheme.lower() == "bearer":
+            return token.strip()
     return None
 
 

@@ -41,7 +41,7 @@ def target_url(base_url: str, raw_tail: bytes, raw_query: bytes) -> str:
         raise PathError("Encoded '/', '\\', '.' or NUL characters are not allowed in the path.")
     segments = raw_tail.split(b"/")
     for index, segment in enumerate(segments):
-        if segment in (b".", b".."):
+        if segment.split(b";", 1)[0] in (b".", b".."):  # `..;` is `..` to many servers
             raise PathError("The path may not contain '.' or '..' segments.")
         if segment == b"" and index < len(segments) - 1:
             raise PathError("The path may not contain empty segments ('//').")

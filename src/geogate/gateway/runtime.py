@@ -36,17 +36,21 @@ class Runtime:
     @classmethod
     async def start(cls, config: Config) -> Runtime:
         store = await open_store(config.gateway.state)
-        return cls(
-            config=config,
-            policy=compile_policy(config, catalog_for(config.regions, config.jurisdictions)),
-            store=store,
-            authenticator=ApiKeyAuthenticator(store),
-            executor=LocalExecutor(config.gateway.resolve),
-            credentials={
-                name: credential_headers(connection)
-                for name, connection in config.connections.items()
-            },
-        )
+        try:
+            return cls(
+                config=config,
+                policy=compile_policy(config, catalog_for(config.regions, config.jurisdictions)),
+                store=store,
+                authenticator=ApiKeyAuthenticator(store),
+                executor=LocalExecutor(config.gateway.resolve),
+                credentials={
+                    name: credential_headers(connection)
+                    for name, connection in config.connections.items()
+                },
+            )
+        except BaseException:
+            await store.close()
+            raise
 
     async def close(self) -> None:
         await self.executor.close()

@@ -50,7 +50,7 @@ class ProtocolAdapter:
             return RequestFacts()
         try:
             document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise RequestBodyError(f"The request body is not valid JSON ({exc}).") from exc
         if not isinstance(document, dict):
             return RequestFacts()
