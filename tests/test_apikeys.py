@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import geogate.store
+import geogate.store.state
 from geogate.identity import (
     ApiKeyAuthenticator,
     AuthError,
@@ -253,7 +253,7 @@ async def test_unknown_keys_are_cached_briefly(
     authenticator = ApiKeyAuthenticator(store, recheck_after=0.05)
     await refused(authenticator, key)
     # The same key comes into existence: the negative entry must not outlive recheck_after.
-    monkeypatch.setattr(geogate.store, "new_api_key", lambda: key)
+    monkeypatch.setattr(geogate.store.state, "new_api_key", lambda: key)
     await store.create_key(ALICE, groups=[], expires_in=DAY)
 
     async def accepted() -> bool:
