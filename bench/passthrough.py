@@ -21,7 +21,7 @@ import aiohttp
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
-from bench.upstream import serve
+from bench.upstream import read_body, serve
 
 _DROPPED = frozenset(
     {
@@ -56,12 +56,7 @@ class Passthrough:
             await send({"type": "http.response.start", "status": 404, "headers": []})
             await send({"type": "http.response.body", "body": b"no such route"})
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in scope["headers"]

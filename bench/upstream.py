@@ -93,12 +93,7 @@ class MinimalUpstream:
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send)
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         if (b"authorization", self._authorization) not in scope["headers"]:
             await send({"type": "http.response.start", "status": 401, "headers": []})
             await send({"type": "http.response.body", "body": b"wrong upstream key"})
@@ -130,6 +125,17 @@ def main() -> None:
     parser.add_argument("--api-key", required=True, help="the key the gateway must inject")
     args = parser.parse_args()
     serve(MinimalUpstream(args.api_key), args.listen)
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body, as both bench servers need it before they answer."""
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
 
 
 def serve(app: ASGIApp | str, listen: str, **options: Any) -> None:
