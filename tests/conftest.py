@@ -54,6 +54,7 @@ connections:
   reset: {{type: openai, url: "{reset}/v1", region: onprem:test-eu}}
   whoami: {{type: http, url: "{whoami}/base", region: onprem:test-eu}}
   endless: {{type: http, url: "{endless}", region: onprem:test-eu}}
+  quick-answer: {{type: http, url: "{whoami}", region: onprem:test-eu, timeout: {{first_byte: 500ms}}}}
   bad-ca: {{type: http, url: "{whoami}", region: onprem:test-eu, tls: {{ca_file: /nonexistent/ca.pem}}}}
   refused: {{type: openai, url: "{refused}/v1", region: onprem:test-eu, timeout: {{connect: 1s}}}}
 policies:
@@ -70,7 +71,7 @@ policies:
     subjects: {{groups: [support-eu]}}
     connections: [oai, claude, raw, us-llm, agent-llm, undeclared, small, small-raw, gated,
                   hang, stall, garbage, reset, refused, whoami,
-                  endless, bad-ca]
+                  endless, bad-ca, quick-answer]
     regions: [eu]
   - name: finance
     subjects: {{groups: [finance]}}

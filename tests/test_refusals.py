@@ -387,3 +387,19 @@ def test_unreadable_ca_file_is_an_upstream_error_not_a_crash(gateway: Gateway, a
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
     assert "CA file" in response.json()["error"]["message"]
+
+
+def test_slow_upload_is_not_a_target_timeout(gateway: Gateway, alice: str) -> None:
+    """The first-byte limit (500 ms here) starts once the target has the whole request."""
+
+    def slowly():
+        for _ in range(4):
+            time.sleep(0.3)
+            yield b"z" * 100
+
+    response = httpx2.post(
+        gateway.url("quick-answer") + "/upload",
+        content=slowly(),
+        headers={"x-api-key": alice, "content-type": "application/octet-stream"},
+    )
+    assert response.status_code == 200

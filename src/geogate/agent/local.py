@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from functools import cache
 
 import aiohttp
@@ -58,6 +58,13 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     if ca_file is not None:
         context.load_verify_locations(cafile=ca_file)
     return context
+
+
+async def _then(chunks: AsyncIterable[bytes], done: Callable[[], None]) -> AsyncIterator[bytes]:
+    """Pass `chunks` on, then call `done`."""
+    async for chunk in chunks:
+        yield chunk
+    done()
 
 
 @cache
@@ -166,12 +173,24 @@ class LocalExecutor:
                 f"the call was not sent.",
             ) from exc
         try:
-            async with asyncio.timeout(timeouts.first_byte):
+            # The first-byte clock starts once the target has the whole request: a caller's
+            # slow upload is not the target failing to answer.
+            async with asyncio.timeout(None) as deadline:
+                loop = asyncio.get_running_loop()
+
+                def start_clock() -> None:
+                    deadline.reschedule(loop.time() + timeouts.first_byte)
+
+                if isinstance(request.body, bytes):
+                    start_clock()
+                    data: bytes | AsyncIterable[bytes] = request.body
+                else:
+                    data = _then(request.body, start_clock)
                 response = await self._session.request(
                     request.method,
                     URL(request.url, encoded=True),
                     headers=request.headers,
-                    data=request.body,
+                    data=data,
                     allow_redirects=False,
                     timeout=_connect_timeout(timeouts.connect),
                     ssl=tls,
@@ -181,7 +200,7 @@ class LocalExecutor:
             limit, what = (
                 (timeouts.connect, "accept a connection")
                 if isinstance(exc, aiohttp.ServerTimeoutError)
-                else (timeouts.first_byte, "take the request and answer")
+                else (timeouts.first_byte, "answer")
             )
             raise UpstreamError(
                 "upstream_timeout",

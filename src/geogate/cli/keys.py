@@ -20,8 +20,7 @@ from geogate.cli.common import (
     print_table,
     run_on_store,
 )
-from geogate.config import Config
-from geogate.config.model import parse_duration
+from geogate.config import Config, parse_duration
 from geogate.store import CreatedKey, KeyInfo
 
 T = TypeVar("T")

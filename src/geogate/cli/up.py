@@ -26,7 +26,7 @@ from geogate.cli.common import (
     resolve_config_path,
 )
 from geogate.config import quickstart_path
-from geogate.gateway.app import BASE_DIR_ENV, CONFIG_ENV
+from geogate.gateway import BASE_DIR_ENV, CONFIG_ENV
 from geogate.store import StoreError, open_store
 
 DEMO_LISTEN = "127.0.0.1:8090"
