@@ -48,6 +48,7 @@ connections:
   small: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, max_body: 2KB, credentials: {{bearer: {key}}}}}
   small-raw: {{type: http, url: "{whoami}", region: onprem:test-eu, max_body: 2KB}}
   gated: {{type: openai, url: "{gated}/v1", region: onprem:test-eu}}
+  gated-claude: {{type: anthropic, url: "{gated_claude}", region: onprem:test-eu}}
   hang: {{type: openai, url: "{hang}/v1", region: onprem:test-eu, timeout: {{connect: 1s, first_byte: 500ms, idle: 500ms}}}}
   stall: {{type: http, url: "{stall}", region: onprem:test-eu, timeout: {{first_byte: 5s, idle: 500ms}}}}
   garbage: {{type: openai, url: "{garbage}/v1", region: onprem:test-eu}}
@@ -69,7 +70,7 @@ policies:
     review: {{approvers: {{groups: [security]}}}}
   - name: support-eu
     subjects: {{groups: [support-eu]}}
-    connections: [oai, claude, raw, us-llm, agent-llm, undeclared, small, small-raw, gated,
+    connections: [oai, claude, raw, us-llm, agent-llm, undeclared, small, small-raw, gated, gated-claude,
                   hang, stall, garbage, reset, refused, whoami,
                   endless, bad-ca, quick-answer]
     regions: [eu]
@@ -91,6 +92,11 @@ def gated() -> GatedStream:
 
 
 @pytest.fixture(scope="session")
+def gated_claude() -> GatedStream:
+    return GatedStream()
+
+
+@pytest.fixture(scope="session")
 def endless() -> EndlessStream:
     return EndlessStream()
 
@@ -100,6 +106,7 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory,
     demo_url: str,
     gated: GatedStream,
+    gated_claude: GatedStream,
     endless: EndlessStream,
 ) -> Iterator[Gateway]:
     with ExitStack() as stack:
@@ -115,6 +122,7 @@ def gateway(
         with run_tcp(hang) as closed:
             pass  # a port that nothing listens on any more
         urls["gated"] = stack.enter_context(run_asgi(gated))
+        urls["gated_claude"] = stack.enter_context(run_asgi(gated_claude))
         urls["whoami"] = stack.enter_context(run_asgi(whoami))
         urls["endless"] = stack.enter_context(run_asgi(endless))
         policy = POLICY.format(demo=demo_url, key=UPSTREAM_KEY, refused=closed, **urls)

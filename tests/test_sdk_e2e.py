@@ -169,3 +169,20 @@ def test_concurrent_streams(gateway: Gateway, alice_key: str) -> None:
     for thread in threads:
         thread.join()
     assert results == [ECHO] * 8
+
+
+def test_anthropic_first_text_arrives_before_the_target_finishes(
+    gateway: Gateway, alice_key: str, gated_claude: GatedStream
+) -> None:
+    client = anthropic.Anthropic(
+        base_url=gateway.url("gated-claude"), api_key=alice_key, max_retries=0
+    )
+    with client.messages.stream(model="gated", max_tokens=16, messages=MESSAGES) as stream:
+        texts = iter(stream.text_stream)
+        first = next(texts)
+        finished_before_first_text = gated_claude.finished.is_set()
+        gated_claude.release.set()
+        rest = list(texts)
+    assert first == "first"
+    assert not finished_before_first_text
+    assert rest == [" last"]

@@ -98,9 +98,10 @@ async def stall_mid_stream(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 
 class GatedStream:
-    """An OpenAI-style SSE target that sends its first chunk, then waits for the test.
+    """An SSE target that sends its first text, then waits for the test to release the rest.
 
-    If the gateway buffered the response, the client would never see the first chunk while the
+    It speaks OpenAI chat chunks, or Anthropic message events for paths ending in `/messages`.
+    If the gateway buffered the response, the client would never see the first text while the
     target is still waiting, and the test would time out instead of passing.
     """
 
@@ -108,28 +109,81 @@ class GatedStream:
         self.release = threading.Event()
         self.finished = threading.Event()
 
-    def chunk(self, text: str, finish: str | None = None) -> bytes:
-        payload = {
-            "id": "chatcmpl-gated",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "gated",
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+    @staticmethod
+    def _event(payload: dict[str, object], name: str | None = None) -> bytes:
+        head = f"event: {name}\n".encode() if name else b""
+        return head + b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+    def _openai(self, text: str, finish: str | None = None) -> bytes:
+        return self._event(
+            {
+                "id": "chatcmpl-gated",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "gated",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+            }
+        )
+
+    def _anthropic_delta(self, text: str) -> bytes:
+        delta = {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": text},
         }
-        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+        return self._event(delta, "content_block_delta")
+
+    def _parts(self, anthropic: bool) -> tuple[bytes, bytes]:
+        if not anthropic:
+            return self._openai("first"), self._openai(" last", "stop") + b"data: [DONE]\n\n"
+        message = {
+            "id": "msg_gated",
+            "type": "message",
+            "role": "assistant",
+            "model": "gated",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 0},
+        }
+        first = (
+            self._event({"type": "message_start", "message": message}, "message_start")
+            + self._event(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+                "content_block_start",
+            )
+            + self._anthropic_delta("first")
+        )
+        rest = (
+            self._anthropic_delta(" last")
+            + self._event({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            + self._event(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 2},
+                },
+                "message_delta",
+            )
+            + self._event({"type": "message_stop"}, "message_stop")
+        )
+        return first, rest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        first, rest = self._parts(anthropic=scope["path"].endswith("/messages"))
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self.chunk("first"), "more_body": True})
+        await send({"type": "http.response.body", "body": first, "more_body": True})
         await asyncio.to_thread(self.release.wait, 30)
-        await send(
-            {"type": "http.response.body", "body": self.chunk(" last", "stop"), "more_body": True}
-        )
+        await send({"type": "http.response.body", "body": rest, "more_body": True})
         self.finished.set()
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        await send({"type": "http.response.body", "body": b""})
 
 
 async def whoami(scope: Scope, receive: Receive, send: Send) -> None:
