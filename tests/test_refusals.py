@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -285,13 +286,24 @@ def test_target_that_stalls_mid_body(gateway: Gateway, alice: str) -> None:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _raw_request(gateway: Gateway, request_line: str, headers: dict[str, str]) -> bytes:
-    """Send bytes exactly as written: HTTP clients normalise the paths we want to attack with."""
+def _raw_request(
+    gateway: Gateway,
+    request_line: str,
+    headers: dict[str, str],
+    *,
+    raw_lines: Sequence[str] = (),
+    payload: str = "",
+) -> bytes:
+    """Send bytes exactly as written: HTTP clients normalise the paths we want to attack with.
+
+    `raw_lines` are header lines sent as given (repeated names included), then `payload`.
+    """
     parts = urlsplit(gateway.base_url)
     lines = [request_line, f"host: {parts.netloc}", "connection: close"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += raw_lines
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n" + payload).encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -336,15 +348,14 @@ def test_request_smuggling_framing_is_refused(
     gateway: Gateway, alice: str, framing: list[str]
 ) -> None:
     """Ambiguous framing never reaches the target: the server refuses it before the data path."""
-    request_line = "POST /c/whoami/x HTTP/1.1"
-    parts = urlsplit(gateway.base_url)
     smuggled = "0\r\n\r\nGET /c/whoami/smuggled HTTP/1.1\r\nhost: x\r\n\r\n"
-    lines = [request_line, f"host: {parts.netloc}", f"x-api-key: {alice}", *framing]
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n" + smuggled).encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+    data = _raw_request(
+        gateway,
+        "POST /c/whoami/x HTTP/1.1",
+        {"x-api-key": alice},
+        raw_lines=framing,
+        payload=smuggled,
+    )
     assert data.startswith(b"HTTP/1.1 400"), data[:200]
     assert data.count(b"HTTP/1.1 ") == 1  # the smuggled request was never served
 

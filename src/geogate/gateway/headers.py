@@ -75,19 +75,14 @@ def upstream_headers(
     headers: Headers, injected: list[tuple[str, str]], *, keep_length: bool
 ) -> list[tuple[str, str]]:
     """Caller headers minus hop-by-hop, credentials and x-geogate-*, plus the connection's own."""
-    dropped = _hop_by_hop(headers) | CALLER_ONLY
-    injected_names = {name.lower().encode() for name, _ in injected}
+    dropped = _hop_by_hop(headers) | CALLER_ONLY | {name.lower().encode() for name, _ in injected}
+    if keep_length:  # a body passed on as it streams keeps the caller's declared length
+        dropped -= {b"content-length"}
     out = [
         (name.decode("latin-1"), value.decode("latin-1"))
         for name, value in headers
-        if name not in dropped and name not in injected_names and not name.startswith(b"x-geogate-")
+        if name not in dropped and not name.startswith(b"x-geogate-")
     ]
-    if keep_length:
-        out.extend(
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in headers
-            if name == b"content-length"
-        )
     out.extend(injected)
     return out
 
