@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+IDP := tests/idp
+IDP_STAMP := $(IDP)/node_modules/.installed
+
+.PHONY: run test lint typecheck pytest bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +25,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/
 
-pytest: $(STAMP)
+# SAML signatures are checked by the xmlsec1 tool (pysaml2's default backend).
+system-deps:
+	@command -v xmlsec1 >/dev/null || { apt-get update -qq && apt-get install -y -qq xmlsec1 >/dev/null; }
+
+# The real OpenID provider the tests run (panva's oidc-provider), pinned by its lock file.
+$(IDP_STAMP): $(IDP)/package.json $(IDP)/package-lock.json
+	cd $(IDP) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+pytest: $(STAMP) $(IDP_STAMP) system-deps
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: lint typecheck pytest
@@ -31,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .geogate .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(IDP)/node_modules .geogate .mypy_cache .pytest_cache .ruff_cache

@@ -154,7 +154,7 @@ def test_spec_example_loads_with_its_notes(tmp_path: Path) -> None:
     assert result.config.policies[1].review.timeout == 600.0
     notes = {note.line: note.message for note in result.notes}
     lines = SPEC_EXAMPLE.splitlines()
-    assert "OIDC" in notes[lines.index("    - issuer: https://login.example.com/") + 1]
+    assert lines.index("    - issuer: https://login.example.com/") + 1 not in notes
     assert (
         "agent_unavailable"
         in notes[
@@ -921,9 +921,10 @@ def test_deep_nesting_is_refused() -> None:
 
 def test_impossible_date_is_just_text() -> None:
     config = parse_config(
-        "version: 1\nidentity:\n  oidc:\n    - {issuer: 2024-13-45, audience: 2024-01-01}\n"
+        "version: 1\nidentity:\n  oidc:\n"
+        "    - {issuer: 'https://id.example', user_claim: 2024-13-45, audience: 2024-01-01}\n"
     )
-    assert config.identity.oidc[0].issuer == "2024-13-45"
+    assert config.identity.oidc[0].user_claim == "2024-13-45"
     assert config.identity.oidc[0].audience == "2024-01-01"
 
 

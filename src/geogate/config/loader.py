@@ -121,7 +121,16 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     connections = {
         name: _resolve_ca_file(connection, base) for name, connection in config.connections.items()
     }
-    return config.model_copy(update={"gateway": gateway, "connections": connections})
+    identity = config.identity
+    if identity.login.saml is not None:
+        saml = identity.login.saml.model_copy(
+            update={"idp_metadata": _path(identity.login.saml.idp_metadata, base)}
+        )
+        login = identity.login.model_copy(update={"saml": saml})
+        identity = identity.model_copy(update={"login": login})
+    return config.model_copy(
+        update={"gateway": gateway, "connections": connections, "identity": identity}
+    )
 
 
 def _resolve_ca_file(connection: Connection, base: Path) -> Connection:
@@ -160,13 +169,6 @@ def _store_url(url: str, base: Path) -> str:
 
 def _add_notes(document: Document, config: Config) -> None:
     """Point at every setting that is accepted but not acted on yet, and what happens instead."""
-    for index, issuer in enumerate(config.identity.oidc):
-        loc: Loc = ("identity", "oidc", index)
-        document.note(
-            loc,
-            f"OIDC tokens from {document.show((*loc, 'issuer'), issuer.issuer)} are not accepted "
-            "yet (coming with OIDC support); callers use gateway API keys meanwhile",
-        )
     if ("gateway", "recordings") in document.lines:
         document.note(
             ("gateway", "recordings"),

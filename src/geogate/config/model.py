@@ -106,6 +106,8 @@ class Gateway(Model):
     recordings: Recordings = Recordings()
     audit_key: str = ".geogate/audit.ed25519"
     resolve: dict[str, list[IPvAnyAddress]] = {}
+    public_url: str | None = None
+    """The URL browsers and IdPs reach the gateway at (redirects, SAML ACS); `http://{listen}`."""
 
     @field_validator("listen")
     @classmethod
@@ -126,11 +128,16 @@ class RegionDef(Model):
 
 
 class OidcIssuer(Model):
+    """An identity provider whose JWTs (access or ID tokens) callers may present."""
+
     issuer: str
     audience: str | list[str]
     groups_claim: str = "groups"
+    """Dotted path into the claims, e.g. `realm_access.roles`; a list or a space-separated string."""
     user_claim: str = "email"
     algorithms: list[str] = ["RS256", "PS256", "ES256", "EdDSA"]
+    leeway: Duration = 30.0
+    """Clock skew tolerated on `exp`, `nbf` and `iat`."""
 
     @field_validator("algorithms")
     @classmethod
@@ -138,6 +145,15 @@ class OidcIssuer(Model):
         weak = [alg for alg in value if alg == "none" or alg.upper().startswith("HS")]
         if weak:
             raise ValueError(f"algorithms {weak} are never accepted; use asymmetric ones only")
+        if not value:
+            raise ValueError("name at least one algorithm, e.g. [RS256, ES256]")
+        return value
+
+    @field_validator("leeway")
+    @classmethod
+    def _small_leeway(cls, value: float) -> float:
+        if value > 300:
+            raise ValueError("a leeway over 5m would accept long-expired tokens; use 30s")
         return value
 
 
@@ -145,10 +161,50 @@ class ApiKeys(Model):
     max_lifetime: Duration = 90 * 86400.0
 
 
+class OidcLogin(Model):
+    """Sign-in to the console (authorization code + PKCE) and the CLI (device grant)."""
+
+    issuer: str
+    """One of `identity.oidc`: its ID tokens are verified with that issuer's keys and claims."""
+    client_id: str
+    client_secret: str | None = None
+    """For a confidential console client; leave out for a public client (PKCE only)."""
+    cli_client_id: str | None = None
+    """A public client for `geogate login`; its ID tokens must be in that issuer's audience."""
+    scopes: list[str] = ["openid", "email", "profile"]
+
+
+class SamlLogin(Model):
+    """Sign-in to the console through a SAML 2.0 identity provider (this gateway is the SP)."""
+
+    idp_metadata: str
+    """The IdP's metadata XML file."""
+    entity_id: str | None = None
+    """This SP's entity id; defaults to `{gateway.public_url}/saml/metadata`."""
+    user_attribute: str | None = None
+    """Attribute naming the user; the assertion's NameID when not set."""
+    groups_attribute: str = "groups"
+
+
+class Login(Model):
+    oidc: OidcLogin | None = None
+    saml: SamlLogin | None = None
+    session_lifetime: Duration = 12 * 3600.0
+
+
+class Scim(Model):
+    """SCIM 2.0 provisioning (`/scim/v2/`) for an IdP such as Okta or Entra ID."""
+
+    token: str = Field(min_length=32, repr=False)
+    """The bearer token the IdP sends; at least 32 characters of randomness."""
+
+
 class Identity(Model):
     oidc: list[OidcIssuer] = []
     api_keys: ApiKeys = ApiKeys()
     admin_groups: list[str] = ["geogate-admins"]
+    login: Login = Login()
+    scim: Scim | None = None
 
 
 class AwsCredentials(Model):

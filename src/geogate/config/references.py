@@ -45,6 +45,7 @@ def check_references(document: Document, config: Config) -> None:
     _check_policies(document, config)
     _check_masking(document, config)
     _check_resolve(document, config)
+    _check_identity(document, config)
     try:
         catalog = catalog_for(config.regions, config.jurisdictions)
     except CatalogError as exc:
@@ -83,6 +84,39 @@ def _check_connections(document: Document, config: Config) -> None:
             )
         if connection.credentials is not None:
             _check_credentials(document, (*loc, "credentials"), connection.credentials)
+
+
+def _check_identity(document: Document, config: Config) -> None:
+    identity = config.identity
+    issuers: list[str] = []
+    for index, issuer in enumerate(identity.oidc):
+        loc: Loc = ("identity", "oidc", index, "issuer")
+        url = urlsplit(issuer.issuer)
+        if url.scheme != "https" and not (url.scheme == "http" and _is_loopback(url.hostname or "")):
+            document.error(
+                loc,
+                f"issuer {issuer.issuer!r} must be an https:// URL (plain http:// only on a "
+                "loopback address, for development)",
+            )
+        if issuer.issuer.rstrip("/") in issuers:
+            document.error(loc, f"issuer {issuer.issuer!r} is listed twice; merge the entries")
+        issuers.append(issuer.issuer.rstrip("/"))
+    login = identity.login.oidc
+    if login is not None and login.issuer.rstrip("/") not in issuers:
+        document.error(
+            ("identity", "login", "oidc", "issuer"),
+            f"login issuer {login.issuer!r} must also be listed under identity.oidc, whose "
+            "settings (audience, user and group claims) apply to its tokens"
+            + _suggest(login.issuer, [issuer.issuer for issuer in identity.oidc]),
+        )
+    public_url = config.gateway.public_url
+    if public_url is not None:
+        url = urlsplit(public_url)
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+            document.error(
+                ("gateway", "public_url"),
+                f"public_url {public_url!r} must be an http(s) URL such as https://gw.example.com",
+            )
 
 
 def _is_loopback(host: str) -> bool:

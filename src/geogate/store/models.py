@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Dialect, ForeignKey, Integer, MetaData, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -58,6 +68,10 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     deactivated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    scim_id: Mapped[str | None] = mapped_column(String(36), unique=True, nullable=True)
+    """Set once an IdP provisions the user through SCIM; the id SCIM URLs use."""
+    external_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    display_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
 
 class ServiceAccount(Base):
@@ -89,3 +103,76 @@ class ApiKey(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class Group(Base):
+    """A group provisioned by SCIM; its members get it on top of the groups their token carries."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(256), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Revision(Base):
+    """Counters that other processes poll to learn cheaply that something changed.
+
+    `directory` moves on every change to who is active and who is in which SCIM group, so
+    each worker reloads its in-memory directory only when it must.
+    """
+
+    __tablename__ = "revisions"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEvent(Base):
+    """An identity event: a (de)activation, a SCIM change, a key made or revoked, a refusal."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    """Who did it (`cli`, `scim`, a user); for a refused call, the caller if known."""
+    subject: Mapped[str | None] = mapped_column(String(320), nullable=True, index=True)
+    """Whom or what it is about: a user, a key id, a group."""
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ConsoleSession(Base):
+    """A signed-in console or API browser session; the cookie holds a key, we keep its hash."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(320), index=True)
+    groups: Mapped[list[str]] = mapped_column(JSON)
+    method: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class UsedOnce(Base):
+    """Values that must never be accepted twice (SAML assertion ids) until they expire."""
+
+    __tablename__ = "used_once"
+
+    value: Mapped[str] = mapped_column(String(256), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
