@@ -133,7 +133,7 @@ class OidcIssuer(Model):
     issuer: str
     audience: str | list[str]
     groups_claim: str = "groups"
-    """Dotted path into the claims, e.g. `realm_access.roles`; a list or a space-separated string."""
+    """A dotted path such as `realm_access.roles`; a list or a space-separated string."""
     user_claim: str = "email"
     algorithms: list[str] = ["RS256", "PS256", "ES256", "EdDSA"]
     leeway: Duration = 30.0

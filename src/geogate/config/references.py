@@ -92,7 +92,8 @@ def _check_identity(document: Document, config: Config) -> None:
     for index, issuer in enumerate(identity.oidc):
         loc: Loc = ("identity", "oidc", index, "issuer")
         url = urlsplit(issuer.issuer)
-        if url.scheme != "https" and not (url.scheme == "http" and _is_loopback(url.hostname or "")):
+        loopback = _is_loopback(url.hostname or "")
+        if url.scheme != "https" and not (url.scheme == "http" and loopback):
             document.error(
                 loc,
                 f"issuer {issuer.issuer!r} must be an https:// URL (plain http:// only on a "

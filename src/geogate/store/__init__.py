@@ -15,11 +15,16 @@ The store mints API keys itself, so a clear key exists only in the `CreatedKey` 
 the caller that asked for it; the database sees its SHA-256 and an 8-character display prefix.
 """
 
+from geogate.store.journal import Event
 from geogate.store.state import (
     API_KEY_PREFIX,
     CreatedKey,
+    DirectorySnapshot,
+    EventInfo,
     KeyInfo,
     KeyRecord,
+    ServiceAccountInfo,
+    SessionRecord,
     Store,
     StoreError,
     UserInfo,
@@ -33,8 +38,13 @@ from geogate.store.state import (
 __all__ = [
     "API_KEY_PREFIX",
     "CreatedKey",
+    "DirectorySnapshot",
+    "Event",
+    "EventInfo",
     "KeyInfo",
     "KeyRecord",
+    "ServiceAccountInfo",
+    "SessionRecord",
     "Store",
     "StoreError",
     "UserInfo",

@@ -7,7 +7,7 @@ import hashlib
 import math
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     Select,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -34,7 +35,19 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from geogate.store.models import ApiKey, ServiceAccount, User, UtcDateTime
+from geogate.store import journal
+from geogate.store.journal import Event
+from geogate.store.models import (
+    ApiKey,
+    AuditEvent,
+    ConsoleSession,
+    Group,
+    GroupMember,
+    ServiceAccount,
+    UsedOnce,
+    User,
+    UtcDateTime,
+)
 
 API_KEY_PREFIX = "gk_"
 _API_KEY = re.compile(r"gk_[A-Za-z0-9_-]{43}")
@@ -70,6 +83,47 @@ class UserInfo:
     active: bool
     created_at: datetime
     deactivated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySnapshot:
+    """Who is switched off and who is in which SCIM group, as of `revision`."""
+
+    revision: int
+    inactive: frozenset[str]
+    groups: Mapping[str, frozenset[str]]
+    """SCIM groups by user name; users in none are absent."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccountInfo:
+    name: str
+    owner: str
+    owner_active: bool
+    groups: tuple[str, ...]
+    created_at: datetime
+    keys: int
+    """Keys neither revoked nor expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    id: int
+    at: datetime
+    kind: str
+    actor: str | None
+    subject: str | None
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A console session, found by the key its cookie holds."""
+
+    user: str
+    groups: frozenset[str]
+    method: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,16 +351,210 @@ class Store:
             for name, active, created, deactivated in rows
         ]
 
-    async def set_user_active(self, name: str, active: bool) -> bool:
-        """(De)activate a user and so every key they own; False if there is no such user."""
-        deactivated_at = None if active else _first(User.deactivated_at, _now())
+    async def find_user(self, name: str) -> UserInfo | None:
+        query = select(User.name, User.active, User.created_at, User.deactivated_at).where(
+            User.name == name
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else UserInfo(*row)
+
+    async def set_user_active(self, name: str, active: bool, *, actor: str = "cli") -> bool:
+        """(De)activate a user and so every key they own; False if there is no such user.
+
+        A change of state is an audit event and moves the directory revision, which every
+        worker polls, so tokens of a deactivated user stop working everywhere at once.
+        """
         async with self._writer.begin() as conn:
-            result = await conn.execute(
-                update(User)
-                .where(User.name == name)
-                .values(active=active, deactivated_at=deactivated_at)
+            row = (await conn.execute(select(User.active).where(User.name == name))).first()
+            if row is None:
+                return False
+            if row[0] != active:
+                await conn.execute(
+                    update(User)
+                    .where(User.name == name)
+                    .values(
+                        active=active,
+                        deactivated_at=None if active else _first(User.deactivated_at, _now()),
+                    )
+                )
+                kind = "user.activated" if active else "user.deactivated"
+                await journal.write_events(conn, [Event(kind, actor, name)])
+                await journal.bump(conn)
+        return True
+
+    async def ensure_users(self, names: Iterable[str], *, actor: str) -> None:
+        """Create (active) the users among `names` the gateway has not seen before."""
+        wanted = {name for name in names if _is_user_name(name)}
+        if not wanted:
+            return
+        async with self._writer.begin() as conn:
+            known = set(
+                (await conn.execute(select(User.name).where(User.name.in_(wanted)))).scalars()
             )
-        return result.rowcount == 1
+            new = sorted(wanted - known)
+            if new:
+                now = _now()
+                await conn.execute(
+                    insert(User), [{"name": n, "active": True, "created_at": now} for n in new]
+                )
+                await journal.write_events(
+                    conn, [Event("user.created", actor, name) for name in new]
+                )
+
+    async def directory_revision(self) -> int:
+        """Cheap to poll: moves whenever `load_directory` would give something new."""
+        async with self._engine.connect() as conn:
+            return await journal.current(conn)
+
+    async def load_directory(self) -> DirectorySnapshot:
+        async with self._engine.connect() as conn:
+            revision = await journal.current(conn)
+            inactive = frozenset(
+                (await conn.execute(select(User.name).where(User.active.is_(False)))).scalars()
+            )
+            rows = await conn.execute(
+                select(User.name, Group.display_name)
+                .join(GroupMember, GroupMember.user_id == User.id)
+                .join(Group, Group.id == GroupMember.group_id)
+            )
+            groups: dict[str, set[str]] = {}
+            for user, group in rows:
+                groups.setdefault(user, set()).add(group)
+        return DirectorySnapshot(
+            revision, inactive, {user: frozenset(names) for user, names in groups.items()}
+        )
+
+    async def list_service_accounts(self) -> list[ServiceAccountInfo]:
+        live = (
+            select(func.count(ApiKey.id))
+            .where(
+                ApiKey.service_account_id == ServiceAccount.id,
+                ApiKey.revoked_at.is_(None),
+                ApiKey.expires_at > literal(_now(), UtcDateTime()),
+            )
+            .scalar_subquery()
+        )
+        query = (
+            select(
+                ServiceAccount.name,
+                User.name,
+                User.active,
+                ServiceAccount.groups,
+                ServiceAccount.created_at,
+                live,
+            )
+            .join(User, User.id == ServiceAccount.owner_id)
+            .order_by(ServiceAccount.name)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            ServiceAccountInfo(name, owner, active, tuple(sorted(groups)), created, keys)
+            for name, owner, active, groups, created, keys in rows
+        ]
+
+    async def record_events(self, events: Sequence[Event]) -> None:
+        """Write a batch of audit events in one transaction."""
+        if events:
+            async with self._writer.begin() as conn:
+                await journal.write_events(conn, events)
+
+    async def list_events(
+        self,
+        *,
+        kind: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[EventInfo]:
+        """Audit events, oldest first; `kind` may end in `.` to take a family (`user.`)."""
+        query = select(
+            AuditEvent.id,
+            AuditEvent.at,
+            AuditEvent.kind,
+            AuditEvent.actor,
+            AuditEvent.subject,
+            AuditEvent.detail,
+        )
+        if kind is not None:
+            query = query.where(
+                AuditEvent.kind.startswith(kind, autoescape=True)
+                if kind.endswith(".")
+                else AuditEvent.kind == kind
+            )
+        if subject is not None:
+            query = query.where(AuditEvent.subject == subject)
+        if since is not None:
+            query = query.where(AuditEvent.at >= literal(since, UtcDateTime()))
+        query = query.order_by(AuditEvent.id).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [EventInfo(*row) for row in rows]
+
+    async def create_session(
+        self, user: str, groups: Iterable[str], *, method: str, lifetime: float
+    ) -> str:
+        """Start a console session; returns the key its cookie carries (only its hash is kept)."""
+        key = secrets.token_urlsafe(32)
+        now = _now()
+        async with self._writer.begin() as conn:
+            await conn.execute(
+                delete(ConsoleSession).where(
+                    ConsoleSession.expires_at <= literal(now, UtcDateTime())
+                )
+            )
+            await conn.execute(
+                insert(ConsoleSession).values(
+                    id_hash=hash_api_key(key),
+                    user_name=user,
+                    groups=sorted(set(groups)),
+                    method=method,
+                    created_at=now,
+                    expires_at=_expiry(now, lifetime),
+                )
+            )
+            await journal.write_events(conn, [Event("login", user, user, {"method": method})])
+        return key
+
+    async def find_session(self, key: str) -> SessionRecord | None:
+        """The live session for a cookie's key, or None (unknown, ended or expired)."""
+        query = select(
+            ConsoleSession.user_name,
+            ConsoleSession.groups,
+            ConsoleSession.method,
+            ConsoleSession.expires_at,
+        ).where(
+            ConsoleSession.id_hash == hash_api_key(key),
+            ConsoleSession.expires_at > literal(_now(), UtcDateTime()),
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        user, groups, method, expires_at = row
+        return SessionRecord(user, frozenset(groups), method, expires_at)
+
+    async def end_session(self, key: str) -> None:
+        async with self._writer.begin() as conn:
+            await conn.execute(
+                delete(ConsoleSession).where(ConsoleSession.id_hash == hash_api_key(key))
+            )
+
+    async def use_once(self, value: str, expires_at: datetime) -> bool:
+        """Claim `value` (a SAML assertion id) until `expires_at`; False if already claimed."""
+        now = _now()
+        async with self._writer.begin() as conn:
+            await conn.execute(
+                delete(UsedOnce).where(UsedOnce.expires_at <= literal(now, UtcDateTime()))
+            )
+            seen = (
+                await conn.execute(select(UsedOnce.value).where(UsedOnce.value == value))
+            ).first()
+            if seen is not None:
+                return False
+            await conn.execute(insert(UsedOnce).values(value=value, expires_at=expires_at))
+        return True
 
 
 async def open_store(url: str, *, migrate: bool = True) -> Store:
@@ -452,8 +700,12 @@ async def _service_account_for_new_key(
     return int(account_id), list(account_groups)
 
 
+def _is_user_name(name: str) -> bool:
+    return 0 < len(name) <= 320 and name.isprintable() and not any(c.isspace() for c in name)
+
+
 def _check_user_name(name: str) -> None:
-    if not 0 < len(name) <= 320 or not name.isprintable() or any(c.isspace() for c in name):
+    if not _is_user_name(name):
         raise StoreError(
             f"{name!r} is not a user name; use the person's login or email, without spaces."
         )
