@@ -16,7 +16,7 @@ from pathlib import Path
 from geogate.config.errors import ConfigError, Problem
 from geogate.config.model import Config, Connection
 from geogate.config.references import check_references
-from geogate.config.source import MAX_BYTES, Document, read_document
+from geogate.config.source import MAX_BYTES, Document, Loc, read_document
 from geogate.config.validate import validate
 
 SUPPORTED_TYPES = frozenset({"openai", "anthropic", "http"})
@@ -175,7 +175,7 @@ def _add_notes(document: Document, config: Config) -> None:
             RECORDING_NOTE,
         )
     for name, connection in config.connections.items():
-        loc = ("connections", name)
+        loc: Loc = ("connections", name)
         if connection.type not in SUPPORTED_TYPES:
             document.note(
                 (*loc, "type"),
