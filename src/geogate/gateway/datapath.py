@@ -106,6 +106,8 @@ class DataPath:
             log.code = refusal.code
             status, error_headers, payload = refusal_response(refusal, adapter, request_id)
             log.status = status
+            if log.decision == "deny":
+                self.runtime.trail.refused(log)
             await send({"type": "http.response.start", "status": status, "headers": error_headers})
             await send({"type": "http.response.body", "body": payload})
         finally:

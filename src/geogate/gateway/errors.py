@@ -21,6 +21,7 @@ STATUS: dict[str, int] = {
     "body_too_large": 413,
     "upstream_error": 502,
     "agent_unavailable": 503,
+    "identity_unavailable": 503,
     "recording_unavailable": 503,
     "upstream_timeout": 504,
 }

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from geogate.agent import Executor, LocalExecutor
 from geogate.config import Config, Connection
-from geogate.identity import ApiKeyAuthenticator
+from geogate.gateway.trail import RefusalTrail
+from geogate.identity import ApiKeyAuthenticator, Authenticator, DirectoryWatch, TokenVerifier
 from geogate.policy import CompiledPolicy, compile_policy
 from geogate.residency import catalog_for
 from geogate.store import Store, open_store
@@ -29,19 +30,31 @@ class Runtime:
     config: Config
     policy: CompiledPolicy
     store: Store
-    authenticator: ApiKeyAuthenticator
+    authenticator: Authenticator
+    directory: DirectoryWatch
+    tokens: TokenVerifier
+    trail: RefusalTrail
     executor: Executor
     credentials: dict[str, list[tuple[str, str]]]
 
     @classmethod
     async def start(cls, config: Config) -> Runtime:
         store = await open_store(config.gateway.state)
+        directory = DirectoryWatch(store)
+        tokens = TokenVerifier(config.identity.oidc)
+        trail = RefusalTrail(store)
         try:
+            await directory.start()
+            await tokens.start()
+            trail.start()
             return cls(
                 config=config,
                 policy=compile_policy(config, catalog_for(config.regions, config.jurisdictions)),
                 store=store,
-                authenticator=ApiKeyAuthenticator(store),
+                authenticator=Authenticator(ApiKeyAuthenticator(store), tokens, directory),
+                directory=directory,
+                tokens=tokens,
+                trail=trail,
                 executor=LocalExecutor(config.gateway.resolve),
                 credentials={
                     name: credential_headers(connection)
@@ -49,9 +62,15 @@ class Runtime:
                 },
             )
         except BaseException:
+            await trail.close()
+            await directory.close()
+            await tokens.close()
             await store.close()
             raise
 
     async def close(self) -> None:
         await self.executor.close()
+        await self.trail.close()
+        await self.directory.close()
+        await self.tokens.close()
         await self.store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-AuthErrorCode = Literal["unauthenticated", "identity_disabled"]
+AuthErrorCode = Literal["unauthenticated", "identity_disabled", "identity_unavailable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +16,8 @@ class Principal:
     """The accountable human (the owner, for a service account)."""
     groups: frozenset[str]
     service_account: str | None
-    method: Literal["api_key", "oidc"]
+    method: Literal["api_key", "oidc", "session"]
+    """How the caller was proven: a gateway API key, an OIDC token, a console session."""
     credential_id: str | None
     """The API key id, for the audit trail; never the credential itself."""
 
