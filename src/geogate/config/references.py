@@ -110,6 +110,17 @@ def _check_identity(document: Document, config: Config) -> None:
             "settings (audience, user and group claims) apply to its tokens"
             + _suggest(login.issuer, [issuer.issuer for issuer in identity.oidc]),
         )
+    if login is not None and login.cli_client_id is not None:
+        for issuer in identity.oidc:
+            audiences = [issuer.audience] if isinstance(issuer.audience, str) else issuer.audience
+            if issuer.issuer.rstrip("/") == login.issuer.rstrip("/") and (
+                login.cli_client_id not in audiences
+            ):
+                document.error(
+                    ("identity", "login", "oidc", "cli_client_id"),
+                    f"`geogate login` signs in with the ID tokens of {login.cli_client_id!r}; add "
+                    f"it to the audience of issuer {issuer.issuer!r} so the gateway accepts them",
+                )
     public_url = config.gateway.public_url
     if public_url is not None:
         url = urlsplit(public_url)

@@ -79,6 +79,7 @@ class _IssuerKeys:
         self._keys: dict[str, RSAKey | ECKey | OKPKey] = {}
         self._unnamed: list[RSAKey | ECKey | OKPKey] = []
         self._jwks_uri: str | None = None
+        self.discovery: Mapping[str, Any] = {}
         self._last_fetch = -REFETCH_INTERVAL
         self._refreshing: asyncio.Task[None] | None = None
         self._audiences = (
@@ -141,6 +142,7 @@ class _IssuerKeys:
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not _acceptable_url(jwks_uri):
             raise ValueError(f"jwks_uri {jwks_uri!r} is not an https:// URL")
+        self.discovery = document
         return jwks_uri
 
 
@@ -184,13 +186,42 @@ class TokenVerifier:
                 return cached
             del self._cache[token]
             raise _refused("The token has expired; sign in again to get a new one.")
-        verified = await self._verify(token)
+        verified = await self._verify_token(token)
         self._cache[token] = verified
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return verified
 
-    async def _verify(self, token: str) -> VerifiedToken:
+    async def endpoint(self, issuer: str, name: str) -> str:
+        """An endpoint from the issuer's discovery document, e.g. `token_endpoint`.
+
+        Raises `ValueError` when the issuer is not configured, could not be reached, or does
+        not offer that endpoint over https (plain http only on loopback).
+        """
+        keys = self._issuers.get(issuer.rstrip("/"))
+        if keys is None:
+            raise ValueError(f"{issuer} is not one of the issuers under identity.oidc")
+        if not keys.discovery:
+            await keys.refresh()
+        url = keys.discovery.get(name)
+        if not isinstance(url, str) or not _acceptable_url(url):
+            raise ValueError(f"{issuer} does not offer a usable {name}")
+        return url
+
+    async def verify_login(self, token: str, *, client_id: str, nonce: str) -> VerifiedToken:
+        """An ID token from a sign-in: meant for `client_id`, carrying this flow's `nonce`."""
+        verified, claims = await self._verify(token, audience=client_id)
+        if claims.get("nonce") != nonce:
+            raise _refused("The sign-in answer does not belong to this sign-in (nonce); retry.")
+        return verified
+
+    async def _verify_token(self, token: str) -> VerifiedToken:
+        verified, _ = await self._verify(token)
+        return verified
+
+    async def _verify(
+        self, token: str, audience: str | None = None
+    ) -> tuple[VerifiedToken, dict[str, Any]]:
         if len(token) > MAX_TOKEN_BYTES:
             raise _refused(
                 f"The token is larger than {MAX_TOKEN_BYTES // 1024} KiB; no IdP "
@@ -233,7 +264,10 @@ class TokenVerifier:
             )
         now = self._clock()
         leeway = int(settings.leeway)
-        registry = JWTClaimsRegistry(now=int(now), leeway=leeway, **keys.registry_options)
+        options = keys.registry_options
+        if audience is not None:
+            options = {**options, "aud": {"essential": True, "values": [audience]}}
+        registry = JWTClaimsRegistry(now=int(now), leeway=leeway, **options)
         try:
             registry.validate(claims)
         except JoseError as exc:
@@ -244,7 +278,7 @@ class TokenVerifier:
                 f"The token has no usable {settings.user_claim!r} claim to name the user; "
                 "ask the IdP administrator to include it."
             )
-        return VerifiedToken(
+        verified = VerifiedToken(
             user=user,
             groups=_groups(_claim(claims, settings.groups_claim)),
             issuer=keys.issuer,
@@ -252,6 +286,7 @@ class TokenVerifier:
             expires_at=float(claims["exp"]) + leeway,
             token_id=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
         )
+        return verified, claims
 
     async def _fetch_json(self, url: str) -> Mapping[str, Any]:
         if self._session is None:

@@ -16,6 +16,17 @@ the caller that asked for it; the database sees its SHA-256 and an 8-character d
 """
 
 from geogate.store.journal import Event
+from geogate.store.scim import (
+    KEEP,
+    Keep,
+    MemberChange,
+    ScimDirectory,
+    ScimError,
+    ScimGroup,
+    ScimPage,
+    ScimRef,
+    ScimUser,
+)
 from geogate.store.state import (
     API_KEY_PREFIX,
     CreatedKey,
@@ -37,12 +48,21 @@ from geogate.store.state import (
 
 __all__ = [
     "API_KEY_PREFIX",
+    "KEEP",
     "CreatedKey",
     "DirectorySnapshot",
     "Event",
     "EventInfo",
+    "Keep",
     "KeyInfo",
     "KeyRecord",
+    "MemberChange",
+    "ScimDirectory",
+    "ScimError",
+    "ScimGroup",
+    "ScimPage",
+    "ScimRef",
+    "ScimUser",
     "ServiceAccountInfo",
     "SessionRecord",
     "Store",

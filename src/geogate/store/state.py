@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -48,6 +48,9 @@ from geogate.store.models import (
     User,
     UtcDateTime,
 )
+
+if TYPE_CHECKING:
+    from geogate.store.scim import ScimDirectory
 
 API_KEY_PREFIX = "gk_"
 _API_KEY = re.compile(r"gk_[A-Za-z0-9_-]{43}")
@@ -170,6 +173,9 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
+        from geogate.store.scim import ScimDirectory  # here: scim.py imports this module
+
+        self._scim = ScimDirectory(self._engine, self._writer)
 
     async def __aenter__(self) -> Store:
         return self
@@ -179,6 +185,11 @@ class Store:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+    @property
+    def scim(self) -> ScimDirectory:
+        """SCIM provisioning: users an IdP manages, and its groups."""
+        return self._scim
 
     async def ping(self) -> bool:
         """Whether the database answers, for readiness probes: never raises."""
@@ -196,6 +207,7 @@ class Store:
         groups: Sequence[str],
         expires_in: float,
         service_account: str | None = None,
+        actor: str = "cli",
     ) -> CreatedKey:
         """Mint a key for `owner` (created, active, if unknown).
 
@@ -234,6 +246,8 @@ class Store:
                     expires_at=expires_at,
                 )
             )
+            detail = {"key_id": key_id, "service_account": service_account}
+            await journal.write_events(conn, [Event("key.created", actor, owner, detail)])
         info = KeyInfo(
             id=key_id,
             prefix=prefix,
@@ -318,7 +332,7 @@ class Store:
             last_used_at=used,
         )
 
-    async def revoke_key(self, key_id: str) -> bool:
+    async def revoke_key(self, key_id: str, *, actor: str = "cli") -> bool:
         """Revoke for good (the first revocation time is kept); False if there is no such key."""
         async with self._writer.begin() as conn:
             result = await conn.execute(
@@ -326,6 +340,8 @@ class Store:
                 .where(ApiKey.id == key_id)
                 .values(revoked_at=_first(ApiKey.revoked_at, _now()))
             )
+            if result.rowcount == 1:
+                await journal.write_events(conn, [Event("key.revoked", actor, key_id)])
         return result.rowcount == 1
 
     async def touch_key(self, key_id: str, used_at: datetime) -> None:
