@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from geogate.config import Config, parse_config
 from geogate.gateway import create_app
-from geogate.store import Store, open_store
+from geogate.store import Store, UserInfo, open_store
 from tests.servers import run_asgi
 
 T = TypeVar("T")
@@ -80,6 +80,9 @@ class Gateway:
 
     def set_active(self, user: str, active: bool) -> None:
         assert self.on_store(lambda store: store.set_user_active(user, active))
+
+    def users(self) -> list[UserInfo]:
+        return self.on_store(lambda store: store.list_users())
 
     def revoke(self, key_id: str) -> None:
         assert self.on_store(lambda store: store.revoke_key(key_id))

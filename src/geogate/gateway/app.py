@@ -1,24 +1,30 @@
-"""The ASGI application: the data path under `/c/`, health and metrics beside it.
+"""The ASGI application: the data path under `/c/`; admin API, SCIM, console, health beside it.
 
 The data path is a plain ASGI callable, not a framework route: nothing sits between the server
-and the flow, so a call pays only for the steps it needs.
+and the flow, so a call pays only for the steps it needs. Everything else is dispatched by
+path prefix to its own small app, each doing its own access check.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geogate.config import Config, load_config
+from geogate.gateway.access import Access, Denied, base_url
+from geogate.gateway.admin import admin_api
+from geogate.gateway.console import Console
 from geogate.gateway.datapath import DataPath
 from geogate.gateway.errors import plain_error
 from geogate.gateway.observe import AccessSink, BatchedLines, metrics_payload
 from geogate.gateway.runtime import Runtime
+from geogate.identity.scim import ScimApp
 
 logger = logging.getLogger("geogate.gateway")
 
@@ -32,13 +38,17 @@ class GatewayApp:
         self.access_sink = access_sink
         self.runtime: Runtime | None = None
         self.datapath: DataPath | None = None
+        self.admin: ASGIApp | None = None
+        self.console: Console | None = None
+        self.access: Access | None = None
+        self.scim: dict[str, ScimApp] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if scope["path"].startswith("/c/") and self.datapath is not None:
                 await self.datapath(scope, receive, send)
             else:
-                await self._service(scope, send)
+                await self._service(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -53,20 +63,31 @@ class GatewayApp:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 self.datapath = DataPath(self.runtime, self.access_sink)
+                self.admin = admin_api(self.runtime)
+                self.console = Console(self.runtime)
+                self.access = Access(self.runtime)
                 # What start-up built lives as long as the worker: keep it out of the garbage
                 # collector's full passes, which otherwise pause calls for tens of milliseconds.
                 gc.collect()
                 gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.console is not None:
+                    await self.console.close()
                 if self.runtime is not None:
                     await self.runtime.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _service(self, scope: Scope, send: Send) -> None:
+    async def _service(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        if path == "/healthz":
+        if self.admin is not None and (path == "/api" or path.startswith("/api/")):
+            await self.admin(scope, receive, send)
+        elif path == "/scim/v2" or path.startswith("/scim/v2/"):
+            await self._scim(scope, receive, send)
+        elif self.console is not None and path in _CONSOLE_PATHS:
+            await self.console.app(scope, receive, send)
+        elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}')
         elif path == "/readyz":
             ready = self.runtime is not None and await self.runtime.store.ping()
@@ -81,6 +102,48 @@ class GatewayApp:
         else:
             message = f"Nothing is served at {path}; AI calls go to /c/CONNECTION/..."
             await _respond(send, 404, plain_error("not_found", message))
+
+    async def _scim(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """SCIM for the IdP's token or an admin; refusals in SCIM's own error shape."""
+        if self.runtime is None or self.access is None:
+            await _respond(send, 503, _scim_error(503, "The gateway is still starting."), _SCIM)
+            return
+        headers = scope["headers"]
+        try:
+            await self.access.scim(headers, scope["method"], scope["scheme"])
+        except Denied as denied:
+            await _respond(send, denied.status, _scim_error(denied.status, denied.message), _SCIM)
+            return
+        base = base_url(self.runtime, headers, scope["scheme"]) + "/scim/v2"
+        app = self.scim.get(base)
+        if app is None:
+            app = self.scim[base] = ScimApp(self.runtime.store, base)
+        await app(scope, receive, send)
+
+
+_CONSOLE_PATHS = frozenset(
+    {
+        "/",
+        "/login",
+        "/login/oidc",
+        "/auth/callback",
+        "/logout",
+        "/saml/metadata",
+        "/saml/login",
+        "/saml/acs",
+    }
+)
+_SCIM = "application/scim+json"
+
+
+def _scim_error(status: int, detail: str) -> bytes:
+    return json.dumps(
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": str(status),
+            "detail": detail,
+        }
+    ).encode()
 
 
 async def _respond(

@@ -27,8 +27,8 @@ class Authenticator:
     async def authenticate(self, token: str) -> Principal:
         if self._tokens.enabled and not looks_like_api_key(token) and token.count(".") == 2:
             verified = await self._tokens.verify(token)
-            self._directory.check(verified.user)
-            self._directory.saw((verified.user,))
+            await self._directory.check(verified.user)
+            self._directory.saw(verified.user)
             return Principal(
                 subject=verified.user,
                 user=verified.user,
@@ -38,7 +38,7 @@ class Authenticator:
                 credential_id=verified.token_id,
             )
         principal = await self._api_keys.authenticate(token)
-        self._directory.check(principal.user)
+        await self._directory.check(principal.user)
         if principal.service_account is not None:
             return principal
         return _with_groups(principal, self._directory.groups_of(principal.user))

@@ -1,13 +1,13 @@
 """Each worker's in-memory copy of the user directory: who is deactivated, who is in which group.
 
-Every call asks `is_active(user)` and `groups_of(user)`; those are set lookups, never I/O.
-A background task polls the store's directory revision (one tiny query every `poll_every`
-seconds) and reloads the copy only when the revision moved, so a deactivation made by any
-process (CLI, SCIM, admin API, another worker) takes effect everywhere within that interval.
+Every call runs `await directory.check(user)`. It reads the store's directory revision (a
+synchronous one-row read of a few microseconds) and reloads the copy only when the revision
+moved; the rest is set lookups. A deactivation committed by any process (CLI, SCIM, admin
+API, another worker) is therefore seen by the very next call on every worker, however valid
+the caller's token still is.
 
-If the store cannot be read for `stale_after` seconds, the copy can no longer prove that a user
-is still active, and `check` refuses every call it is asked about (fail closed) until a poll
-succeeds again.
+If the revision cannot be read, the gateway cannot prove the user is still active, and the
+call is refused with `identity_unavailable` (fail closed).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Iterable
 
 from geogate.identity.principal import AuthError
 from geogate.store import DirectorySnapshot, Store
@@ -27,46 +25,40 @@ _EMPTY: frozenset[str] = frozenset()
 
 
 class DirectoryWatch:
-    def __init__(
-        self, store: Store, *, poll_every: float = 0.25, stale_after: float = 10.0
-    ) -> None:
+    def __init__(self, store: Store, *, record_every: float = 1.0) -> None:
         self._store = store
-        self._poll_every = poll_every
-        self._stale_after = stale_after
+        self._record_every = record_every
         self._snapshot = DirectorySnapshot(revision=-1, inactive=frozenset(), groups={})
-        self._fresh_at = 0.0
+        self._loading: asyncio.Task[DirectorySnapshot] | None = None
         self._task: asyncio.Task[None] | None = None
         self._seen: set[str] = set()
         self._unseen: set[str] = set()
 
     async def start(self) -> None:
-        """Load the directory now (a store that cannot be read fails the start), then follow it."""
+        """Load the directory now (a store that cannot be read fails the start)."""
         self._snapshot = await self._store.load_directory()
-        self._fresh_at = time.monotonic()
-        self._task = asyncio.create_task(self._follow(), name="geogate-directory")
+        self._task = asyncio.create_task(self._record_forever(), name="geogate-directory")
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        try:
-            await self._record_seen()
-        except Exception as exc:
-            log.warning("could not record users first seen in tokens: %s", exc)
+        await self._record_seen()
 
-    @property
-    def revision(self) -> int:
-        return self._snapshot.revision
-
-    def check(self, user: str) -> None:
+    async def check(self, user: str) -> None:
         """Raise `AuthError` unless `user` is provably active right now."""
-        if time.monotonic() - self._fresh_at > self._stale_after:
+        try:
+            revision = self._store.directory_revision_now()
+            if revision != self._snapshot.revision:
+                await self._reload()
+        except Exception as exc:
+            log.warning("could not read the user directory: %s", exc)
             raise AuthError(
                 "identity_unavailable",
                 "The gateway cannot read its user directory, so it cannot tell whether you are "
                 "still active; retry in a moment, and tell the operator if it persists.",
-            )
+            ) from None
         if user in self._snapshot.inactive:
             raise AuthError(
                 "identity_disabled",
@@ -78,31 +70,31 @@ class DirectoryWatch:
         """Groups the IdP provisioned through SCIM, added to those a credential carries."""
         return self._snapshot.groups.get(user, _EMPTY)
 
-    def saw(self, users: Iterable[str]) -> None:
-        """Note users known from tokens; they are written to the store in the background."""
-        for user in users:
-            if user not in self._seen:
-                self._seen.add(user)
-                self._unseen.add(user)
+    def saw(self, user: str) -> None:
+        """Note a user known from a token; it is written to the store in the background."""
+        if user not in self._seen:
+            self._seen.add(user)
+            self._unseen.add(user)
 
-    async def _follow(self) -> None:
+    async def _reload(self) -> None:
+        """Load the new directory; concurrent callers share one load."""
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.create_task(self._store.load_directory())
+        snapshot = await asyncio.shield(self._loading)
+        if snapshot.revision > self._snapshot.revision:
+            self._snapshot = snapshot
+
+    async def _record_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._poll_every)
-            try:
-                revision = await self._store.directory_revision()
-                if revision != self._snapshot.revision:
-                    self._snapshot = await self._store.load_directory()
-                self._fresh_at = time.monotonic()
-                await self._record_seen()
-            except Exception as exc:  # the next poll retries; `check` fails closed meanwhile
-                log.warning("could not read the user directory: %s", exc)
+            await asyncio.sleep(self._record_every)
+            await self._record_seen()
 
     async def _record_seen(self) -> None:
         if not self._unseen:
             return
         users, self._unseen = self._unseen, set()
         try:
-            await self._store.ensure_users(users, actor="oidc")
-        except Exception:
+            await self._store.ensure_users(sorted(users), actor="oidc")
+        except Exception as exc:  # retried at the next round; never fails a call
+            log.warning("could not record users first seen in tokens: %s", exc)
             self._unseen |= users
-            raise

@@ -23,6 +23,7 @@ import binascii
 import json
 import logging
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
@@ -47,6 +48,10 @@ REFETCH_INTERVAL = 10.0
 FETCH_TIMEOUT = 5.0
 MAX_DOCUMENT_BYTES = 1024 * 1024
 _ALGORITHM_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+# RFC 9864 prefers `Ed25519` to `EdDSA`, but IdPs still sign with `EdDSA`: accepting it is the
+# operator's choice (identity.oidc algorithms), so joserfc's per-use warning is noise.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
 Fetch = Callable[[str], Awaitable[Mapping[str, Any]]]
 """Fetch a JSON document from a URL (replaced in tests to count or fail fetches)."""

@@ -7,11 +7,13 @@ import hashlib
 import math
 import re
 import secrets
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -173,6 +175,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
+        self._probe: sqlite3.Connection | None = None
         from geogate.store.scim import ScimDirectory  # here: scim.py imports this module
 
         self._scim = ScimDirectory(self._engine, self._writer)
@@ -184,7 +187,30 @@ class Store:
         await self.close()
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
         await self._engine.dispose()
+
+    def directory_revision_now(self) -> int:
+        """The directory revision, read synchronously in a few microseconds.
+
+        Called on every authenticated call, so a change committed by any process is seen by
+        the very next call. It uses a read-only SQLite connection of its own: a WAL reader
+        never waits for a writer, so this cannot stall the event loop behind a write.
+        """
+        if self._probe is None:
+            database = self._engine.url.database
+            self._probe = sqlite3.connect(
+                f"file:{quote(str(database))}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+            )
+        row = self._probe.execute(
+            "SELECT value FROM revisions WHERE name = ?", (journal.DIRECTORY,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
     @property
     def scim(self) -> ScimDirectory:

@@ -1,0 +1,291 @@
+"""The admin API under `/api/v1/`, with its OpenAPI document at `/api/openapi.json`.
+
+    curl -H "Authorization: Bearer $ADMIN_TOKEN" http://127.0.0.1:8080/api/v1/users
+    curl -X POST -H "Authorization: Bearer $ADMIN_TOKEN" \
+        http://127.0.0.1:8080/api/v1/users/alice@example.com/deactivate
+
+Every route but `/api/v1/login-info` needs an admin (see `access.py`); every change is made
+through `Accounts`, the same rules the CLI follows, and is an audit event naming the admin.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from geogate.config import parse_duration
+from geogate.gateway.access import Access, Denied
+from geogate.gateway.runtime import Runtime
+from geogate.identity import Principal
+from geogate.identity.accounts import AccountError, Accounts
+from geogate.store import KeyInfo, ServiceAccountInfo, UserInfo
+
+
+class User(BaseModel):
+    name: str
+    active: bool
+    created_at: datetime
+    deactivated_at: datetime | None
+
+    @classmethod
+    def of(cls, info: UserInfo) -> User:
+        return cls(
+            name=info.name,
+            active=info.active,
+            created_at=info.created_at,
+            deactivated_at=info.deactivated_at,
+        )
+
+
+class Key(BaseModel):
+    id: str
+    prefix: str
+    owner: str
+    service_account: str | None
+    groups: list[str]
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, info: KeyInfo) -> Key:
+        return cls(
+            id=info.id,
+            prefix=info.prefix,
+            owner=info.owner,
+            service_account=info.service_account,
+            groups=list(info.groups),
+            created_at=info.created_at,
+            expires_at=info.expires_at,
+            revoked_at=info.revoked_at,
+            last_used_at=info.last_used_at,
+        )
+
+
+class CreatedKey(Key):
+    key: str = Field(description="The key itself; shown this once, never again.")
+
+
+class NewKey(BaseModel):
+    owner: str = Field(description="The accountable user (login or email).")
+    service_account: str | None = Field(
+        None, description="Make the key act as this service account, owned by `owner`."
+    )
+    groups: list[str] = []
+    expires: str | None = Field(
+        None, description="Lifetime such as `30d`; default and most: api_keys.max_lifetime."
+    )
+
+
+class ServiceAccount(BaseModel):
+    name: str
+    owner: str
+    owner_active: bool
+    groups: list[str]
+    created_at: datetime
+    keys: int = Field(description="Keys neither revoked nor expired.")
+
+    @classmethod
+    def of(cls, info: ServiceAccountInfo) -> ServiceAccount:
+        return cls(
+            name=info.name,
+            owner=info.owner,
+            owner_active=info.owner_active,
+            groups=list(info.groups),
+            created_at=info.created_at,
+            keys=info.keys,
+        )
+
+
+class Event(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    actor: str | None
+    subject: str | None
+    detail: dict[str, Any]
+
+
+class Me(BaseModel):
+    subject: str
+    user: str
+    groups: list[str]
+    method: str
+    admin: bool
+
+
+class LoginInfo(BaseModel):
+    """What `geogate login` needs to sign in to this gateway's IdP."""
+
+    issuer: str | None
+    cli_client_id: str | None
+    scopes: list[str]
+
+
+async def _caller(request: Request) -> Principal:
+    access: Access = request.app.state.access
+    return await access.principal(request.scope["headers"], request.method, request.url.scheme)
+
+
+async def _admin(request: Request) -> Principal:
+    access: Access = request.app.state.access
+    return await access.admin(request.scope["headers"], request.method, request.url.scheme)
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+"""Anyone signed in (a credential or a console session)."""
+Admin = Annotated[Principal, Depends(_admin)]
+"""A signed-in member of one of `identity.admin_groups`."""
+
+
+def admin_api(runtime: Runtime) -> FastAPI:
+    access = Access(runtime)
+    accounts = Accounts(runtime.store, runtime.config.identity)
+    login = runtime.config.identity.login.oidc
+    api = FastAPI(
+        title="GeoGate admin API",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+
+    api.state.access = access
+
+    @api.exception_handler(Denied)
+    async def _denied(_request: Request, exc: Denied) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _error(exc.status, exc.code, exc.message, headers)
+
+    @api.exception_handler(AccountError)
+    async def _refused(_request: Request, exc: AccountError) -> JSONResponse:
+        return _error(
+            404 if exc.not_found else 400,
+            "not_found" if exc.not_found else "bad_request",
+            exc.message,
+        )
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'][1:]) or 'body'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return _error(400, "bad_request", f"The request is not valid: {problems}.")
+
+    @api.get("/api/v1/login-info", tags=["sign-in"])
+    async def login_info() -> LoginInfo:
+        """Public: the OIDC issuer and client `geogate login` signs in with."""
+        return LoginInfo(
+            issuer=None if login is None else login.issuer,
+            cli_client_id=None if login is None else login.cli_client_id,
+            scopes=[] if login is None else login.scopes,
+        )
+
+    @api.get("/api/v1/me", tags=["sign-in"])
+    async def me(principal: Caller) -> Me:
+        """Who the credential or session belongs to, and whether it has admin rights."""
+        return Me(
+            subject=principal.subject,
+            user=principal.user,
+            groups=sorted(principal.groups),
+            method=principal.method,
+            admin=bool(principal.groups & set(runtime.config.identity.admin_groups)),
+        )
+
+    @api.get("/api/v1/users", tags=["users"])
+    async def list_users(_: Admin) -> list[User]:
+        return [User.of(user) for user in await accounts.list_users()]
+
+    @api.post("/api/v1/users/{name}/deactivate", tags=["users"])
+    async def deactivate(name: str, principal: Admin) -> User:
+        """Every credential of the user, and of service accounts they own, stops within 1 s."""
+        await accounts.set_active(name, False, actor=principal.subject)
+        return await _user(name)
+
+    @api.post("/api/v1/users/{name}/activate", tags=["users"])
+    async def activate(name: str, principal: Admin) -> User:
+        await accounts.set_active(name, True, actor=principal.subject)
+        return await _user(name)
+
+    @api.get("/api/v1/users/{name}", tags=["users"])
+    async def get_user(name: str, _: Admin) -> User:
+        return await _user(name)
+
+    async def _user(name: str) -> User:
+        info = await runtime.store.find_user(name)
+        if info is None:
+            raise AccountError(f"No user {name!r}.", not_found=True)
+        return User.of(info)
+
+    @api.get("/api/v1/keys", tags=["keys"])
+    async def list_keys(_: Admin) -> list[Key]:
+        return [Key.of(key) for key in await accounts.list_keys()]
+
+    @api.post("/api/v1/keys", status_code=201, tags=["keys"])
+    async def create_key(new: NewKey, principal: Admin) -> CreatedKey:
+        try:
+            lifetime = None if new.expires is None else parse_duration(new.expires)
+        except ValueError as exc:
+            raise AccountError(f"expires: {exc}") from None
+        created = await accounts.create_key(
+            new.owner,
+            lifetime=lifetime,
+            actor=principal.subject,
+            groups=new.groups,
+            service_account=new.service_account,
+        )
+        return CreatedKey(key=created.key, **Key.of(created.info).model_dump())
+
+    @api.delete("/api/v1/keys/{key_id}", status_code=204, tags=["keys"])
+    async def revoke_key(key_id: str, principal: Admin) -> None:
+        """Revoke for good; gateways refuse the key within a second."""
+        await accounts.revoke_key(key_id, actor=principal.subject)
+
+    @api.get("/api/v1/service-accounts", tags=["keys"])
+    async def list_service_accounts(_: Admin) -> list[ServiceAccount]:
+        return [ServiceAccount.of(info) for info in await accounts.list_service_accounts()]
+
+    @api.get("/api/v1/events", tags=["audit"])
+    async def list_events(
+        _: Admin,
+        kind: Annotated[
+            str | None, Query(description="`user.deactivated`, or a family: `user.`")
+        ] = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> list[Event]:
+        """Identity audit events: (de)activations, SCIM changes, keys, sign-ins, refusals."""
+        events = await runtime.store.list_events(
+            kind=kind, subject=subject, since=since, limit=limit
+        )
+        return [
+            Event(
+                id=event.id,
+                at=event.at,
+                kind=event.kind,
+                actor=event.actor,
+                subject=event.subject,
+                detail=dict(event.detail),
+            )
+            for event in events
+        ]
+
+    return api
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"type": "geogate", "code": code, "message": message}},
+        status_code=status,
+        headers=headers,
+    )

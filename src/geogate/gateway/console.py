@@ -1,0 +1,360 @@
+"""Console sign-in: OIDC authorization code with PKCE, SAML 2.0, and the session cookie.
+
+    GET  /login               the sign-in page (one button per configured method)
+    GET  /login/oidc          -> the IdP's authorize endpoint (PKCE S256, state, nonce)
+    GET  /auth/callback       code -> tokens -> verified ID token -> session
+    GET  /saml/metadata       this service provider's metadata, for the IdP administrator
+    GET  /saml/login          -> the IdP with a signed-assertion AuthnRequest
+    POST /saml/acs            signed assertion -> session
+    POST /logout              ends the session
+    GET  /                    who is signed in (the full console comes later)
+
+A session is a random key in an HttpOnly cookie; the store keeps only its hash, the user and
+their groups. A deactivated user cannot sign in, and their open sessions stop at once (every
+request checks the directory). The flow's own secrets (PKCE verifier, state, nonce, SAML
+request id) live in short-lived HttpOnly cookies bound to the browser that started the flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import html
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route, Router
+
+from geogate.config import OidcLogin
+from geogate.gateway.access import SESSION_COOKIE, Access, Denied, base_url, cookie
+from geogate.gateway.runtime import Runtime
+from geogate.identity import AuthError
+from geogate.identity.saml import SamlError, ServiceProvider
+
+log = logging.getLogger(__name__)
+
+_OIDC_FLOW_COOKIE = "geogate_oidc_flow"
+_SAML_FLOW_COOKIE = "geogate_saml_flow"
+_FLOW_LIFETIME = 600
+_TOKEN_TIMEOUT = 10.0
+
+
+class SignInError(Exception):
+    """A sign-in that cannot complete; shown to the person as one sentence."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Console:
+    """The console's routes; an ASGI app the gateway mounts at `/`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._access = Access(runtime)
+        self._login = runtime.config.identity.login
+        self._providers: dict[str, ServiceProvider] = {}
+        self._http: aiohttp.ClientSession | None = None
+        routes = [
+            Route("/", self._home),
+            Route("/login", self._login_page),
+            Route("/login/oidc", self._oidc_start),
+            Route("/auth/callback", self._oidc_callback),
+            Route("/saml/metadata", self._saml_metadata),
+            Route("/saml/login", self._saml_start),
+            Route("/saml/acs", self._saml_acs, methods=["POST"]),
+            Route("/logout", self._logout, methods=["POST"]),
+        ]
+        self.app = Router(
+            routes=[Route(r.path, _guarded(r.endpoint), methods=r.methods) for r in routes]
+        )
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    # --- pages -----------------------------------------------------------------------------
+
+    async def _home(self, request: Request) -> Response:
+        try:
+            principal = await self._access.principal(
+                request.scope["headers"], "GET", request.url.scheme
+            )
+        except Denied:
+            return RedirectResponse("/login", status_code=303)
+        groups = ", ".join(sorted(principal.groups)) or "none"
+        body = (
+            f"<p>Signed in as <b>{html.escape(principal.user)}</b> "
+            f"(groups: {html.escape(groups)}).</p>"
+            '<p>The admin API is at <a href="/api/docs">/api/docs</a>.</p>'
+            '<form method="post" action="/logout"><button>Sign out</button></form>'
+        )
+        return _page("GeoGate", body)
+
+    async def _login_page(self, _request: Request) -> Response:
+        buttons = []
+        if self._login.oidc is not None:
+            buttons.append('<p><a href="/login/oidc">Sign in with your identity provider</a></p>')
+        if self._login.saml is not None:
+            buttons.append('<p><a href="/saml/login">Sign in with SAML</a></p>')
+        if not buttons:
+            buttons.append(
+                "<p>Console sign-in is not configured: set identity.login.oidc or "
+                "identity.login.saml in the policy file.</p>"
+            )
+        return _page("Sign in to GeoGate", "".join(buttons))
+
+    async def _logout(self, request: Request) -> Response:
+        key = cookie(request.scope["headers"], SESSION_COOKIE)
+        if key:
+            await self._runtime.store.end_session(key)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    # --- OIDC --------------------------------------------------------------------------------
+
+    async def _oidc_start(self, request: Request) -> Response:
+        settings = self._oidc_settings()
+        authorize = await self._endpoint(settings.issuer, "authorization_endpoint")
+        verifier, state, nonce = (secrets.token_urlsafe(48) for _ in range(3))
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": settings.client_id,
+                "redirect_uri": self._base(request) + "/auth/callback",
+                "scope": " ".join(settings.scopes),
+                "state": state,
+                "nonce": nonce,
+                "code_challenge": _s256(verifier),
+                "code_challenge_method": "S256",
+            }
+        )
+        response = RedirectResponse(f"{authorize}?{query}", status_code=303)
+        self._flow_cookie(
+            request, response, _OIDC_FLOW_COOKIE, f"{state}.{nonce}.{verifier}", "/auth"
+        )
+        return response
+
+    async def _oidc_callback(self, request: Request) -> Response:
+        settings = self._oidc_settings()
+        params = request.query_params
+        if "error" in params:
+            raise SignInError(
+                f"The identity provider refused the sign-in ({params['error']}: "
+                f"{params.get('error_description', 'no details')}).",
+                401,
+            )
+        flow = (cookie(request.scope["headers"], _OIDC_FLOW_COOKIE) or "").split(".")
+        state = params.get("state", "")
+        if len(flow) != 3 or not hmac.compare_digest(flow[0].encode(), state.encode()):
+            raise SignInError(
+                "This sign-in was not started from this browser, or took longer than 10 "
+                "minutes; start again at /login."
+            )
+        _, nonce, verifier = flow
+        form = {
+            "grant_type": "authorization_code",
+            "code": params.get("code", ""),
+            "redirect_uri": self._base(request) + "/auth/callback",
+            "code_verifier": verifier,
+            "client_id": settings.client_id,
+        }
+        token_url = await self._endpoint(settings.issuer, "token_endpoint")
+        tokens = await self._post_form(token_url, form, settings.client_id, settings.client_secret)
+        id_token = tokens.get("id_token")
+        if not isinstance(id_token, str):
+            raise SignInError(
+                "The identity provider sent no ID token; check the openid scope.", 502
+            )
+        try:
+            verified = await self._runtime.tokens.verify_login(
+                id_token, client_id=settings.client_id, nonce=nonce
+            )
+        except AuthError as exc:
+            raise SignInError(exc.message, 401) from None
+        response = await self._signed_in(verified.user, verified.groups, "oidc")
+        response.delete_cookie(_OIDC_FLOW_COOKIE, path="/auth")
+        return response
+
+    def _oidc_settings(self) -> OidcLogin:
+        if self._login.oidc is None:
+            raise SignInError("OIDC sign-in is not configured (identity.login.oidc).", 404)
+        return self._login.oidc
+
+    async def _endpoint(self, issuer: str, name: str) -> str:
+        try:
+            return await self._runtime.tokens.endpoint(issuer, name)
+        except ValueError as exc:
+            raise SignInError(
+                f"The identity provider cannot be used right now: {exc}.", 502
+            ) from None
+
+    async def _post_form(
+        self, url: str, form: dict[str, str], client_id: str, secret: str | None
+    ) -> dict[str, object]:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=_TOKEN_TIMEOUT), trust_env=False
+            )
+        auth = None if secret is None else aiohttp.BasicAuth(client_id, secret)
+        try:
+            async with self._http.post(url, data=form, auth=auth, allow_redirects=False) as reply:
+                answer = await reply.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise SignInError(
+                f"The identity provider's token endpoint failed ({exc}).", 502
+            ) from None
+        if not isinstance(answer, dict) or reply.status != 200:
+            detail = (
+                answer.get("error_description") or answer.get("error")
+                if isinstance(answer, dict)
+                else None
+            )
+            raise SignInError(
+                f"The identity provider refused the code ({detail or reply.status}).", 401
+            )
+        return answer
+
+    # --- SAML --------------------------------------------------------------------------------
+
+    async def _saml_metadata(self, request: Request) -> Response:
+        metadata = self._provider(request).metadata()
+        return Response(metadata, media_type="application/samlmetadata+xml")
+
+    async def _saml_start(self, request: Request) -> Response:
+        url, request_id = self._provider(request).login(relay_state="/")
+        response = RedirectResponse(url, status_code=303)
+        self._flow_cookie(
+            request, response, _SAML_FLOW_COOKIE, request_id, "/saml", cross_site=True
+        )
+        return response
+
+    async def _saml_acs(self, request: Request) -> Response:
+        provider = self._provider(request)
+        form = await request.form()
+        saml_response = form.get("SAMLResponse")
+        request_id = cookie(request.scope["headers"], _SAML_FLOW_COOKIE)
+        if not isinstance(saml_response, str) or not request_id:
+            raise SignInError(
+                "This SAML sign-in was not started from this browser, or took longer than 10 "
+                "minutes; start again at /login."
+            )
+        try:
+            identity = await asyncio.to_thread(provider.accept, saml_response, request_id)
+        except SamlError as exc:
+            raise SignInError(str(exc), 401) from None
+        if not await self._runtime.store.use_once(
+            f"saml:{identity.assertion_id}", identity.expires_at
+        ):
+            raise SignInError("This SAML assertion was already used; sign in again.", 401)
+        response = await self._signed_in(identity.user, identity.groups, "saml")
+        response.delete_cookie(_SAML_FLOW_COOKIE, path="/saml")
+        return response
+
+    def _provider(self, request: Request) -> ServiceProvider:
+        settings = self._login.saml
+        if settings is None:
+            raise SignInError("SAML sign-in is not configured (identity.login.saml).", 404)
+        base = self._base(request)
+        provider = self._providers.get(base)
+        if provider is None:
+            try:
+                provider = ServiceProvider(settings, base)
+            except SamlError as exc:
+                raise SignInError(str(exc), 500) from None
+            self._providers[base] = provider
+        return provider
+
+    # --- shared ------------------------------------------------------------------------------
+
+    async def _signed_in(self, user: str, groups: frozenset[str], method: str) -> Response:
+        try:
+            await self._runtime.directory.check(user)
+        except AuthError as exc:
+            raise SignInError(exc.message, 403) from None
+        store = self._runtime.store
+        await store.ensure_users([user], actor=method)
+        key = await store.create_session(
+            user, groups, method=method, lifetime=self._login.session_lifetime
+        )
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            key,
+            max_age=int(self._login.session_lifetime),
+            path="/",
+            httponly=True,
+            secure=self._secure,
+            samesite="lax",
+        )
+        return response
+
+    def _base(self, request: Request) -> str:
+        return base_url(self._runtime, request.scope["headers"], request.url.scheme)
+
+    @property
+    def _secure(self) -> bool:
+        public = self._runtime.config.gateway.public_url
+        return public is not None and urlsplit(public).scheme == "https"
+
+    def _flow_cookie(
+        self,
+        request: Request,
+        response: Response,
+        name: str,
+        value: str,
+        path: str,
+        *,
+        cross_site: bool = False,
+    ) -> None:
+        """A sign-in flow's secrets; a SAML IdP posts back cross-site, which needs SameSite=None."""
+        secure = self._secure or request.url.scheme == "https"
+        response.set_cookie(
+            name,
+            value,
+            max_age=_FLOW_LIFETIME,
+            path=path,
+            httponly=True,
+            secure=secure,
+            samesite="none" if cross_site and secure else "lax",
+        )
+
+
+def _s256(verifier: str) -> str:
+    """The PKCE S256 code challenge (RFC 7636 §4.2)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _guarded(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Turn sign-in failures into a page that says what to do, never a traceback."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except SignInError as exc:
+            return _page("Sign-in failed", f"<p>{html.escape(exc.message)}</p>", exc.status)
+
+    return run
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><html><head><meta charset=utf-8>"
+        f"<title>{html.escape(title)}</title></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
+        status_code=status,
+        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"},
+    )
