@@ -175,7 +175,7 @@ async def test_a_key_of_another_type_under_a_known_kid_is_not_tried() -> None:
     ec = ECKey.generate_key("P-256", {"kid": "e1"}, private=True)
     idp.keys.append(ec)
     token = idp.token(ec, alg="ES256")
-    header, rest = token.split(".", 1)
+    _, rest = token.split(".", 1)
     forged = jwt.encode({"alg": "RS256", "kid": "e1"}, {"x": 1}, idp.keys[0]).split(".")[0]
     with pytest.raises(AuthError):
         await verifier(idp).verify(forged + "." + rest)
