@@ -93,9 +93,9 @@ class Gateway:
 
 
 @contextmanager
-def run_gateway(folder: Path, policy_yaml: str) -> Iterator[Gateway]:
+def run_gateway(folder: Path, policy_yaml: str, port: int = 0) -> Iterator[Gateway]:
     (folder / "geogate.yaml").write_text(policy_yaml)
     config = parse_config(policy_yaml, filename=str(folder / "geogate.yaml"), base_dir=folder)
     access_lines: list[str] = []
-    with run_asgi(create_app(config, access_lines.append)) as base_url:
+    with run_asgi(create_app(config, access_lines.append), port) as base_url:
         yield Gateway(base_url, config, access_lines)

@@ -9,6 +9,7 @@ daemon thread with its own event loop, and is shut down when the block exits.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -34,12 +35,12 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def run_asgi(app: ASGIApp) -> Iterator[str]:
-    """Serve `app` on `http://127.0.0.1:PORT` and yield that base URL."""
+def run_asgi(app: ASGIApp, port: int = 0) -> Iterator[str]:
+    """Serve `app` on `http://127.0.0.1:PORT` (a free one by default) and yield that base URL."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
         log_level="warning",
         timeout_graceful_shutdown=1,
     )
@@ -58,6 +59,13 @@ def run_asgi(app: ASGIApp) -> Iterator[str]:
             thread.join(STOP_TIMEOUT)
     if server.error is not None:
         raise RuntimeError("the ASGI server crashed while the test ran") from server.error
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for servers whose URL must be known in advance."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _wait_started(server: _Server, thread: threading.Thread) -> None:

@@ -23,7 +23,8 @@ import pytest
 
 from tests.conftest import UPSTREAM_KEY
 from tests.oidc_idp import OidcIdp, running_idp
-from tests.test_cli_up import free_port, geogate
+from tests.servers import free_port
+from tests.test_cli_up import geogate
 
 SCIM_TOKEN = "scim-" + "s3cr3t" * 8
 CONTRACTOR = "contractor@example.eu"

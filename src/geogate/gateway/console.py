@@ -25,7 +25,7 @@ import html
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 from starlette.requests import Request
@@ -206,9 +206,15 @@ class Console:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=_TOKEN_TIMEOUT), trust_env=False
             )
-        auth = None if secret is None else aiohttp.BasicAuth(client_id, secret)
+        headers = {"Accept": "application/json"}
+        if secret is not None:  # client_secret_basic: each part form-encoded (RFC 6749 §2.3.1)
+            headers["Authorization"] = aiohttp.encode_basic_auth(
+                quote(client_id, safe=""), quote(secret, safe="")
+            )
         try:
-            async with self._http.post(url, data=form, auth=auth, allow_redirects=False) as reply:
+            async with self._http.post(
+                url, data=form, headers=headers, allow_redirects=False
+            ) as reply:
                 answer = await reply.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise SignInError(
