@@ -38,13 +38,19 @@ regions:
 identity:
   oidc:
     - {{issuer: "{issuer}", audience: geogate}}
+  scim: {{token: "{scim}"}}
 connections:
   oai: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: demo-upstream-key}}}}
+  ledger: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: demo-upstream-key}}}}
 policies:
   - name: support
     subjects: {{groups: [support-eu]}}
     connections: [oai]
+  - name: finance
+    subjects: {{groups: [finance]}}
+    connections: [ledger]
 """
+SCIM = {"Authorization": "Bearer " + "scim-token-" * 4, "Content-Type": "application/scim+json"}
 
 
 @pytest.fixture(scope="module")
@@ -55,22 +61,22 @@ def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcIdp]:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, idp: OidcIdp, demo_url: str) -> Iterator[Gateway]:
-    policy = POLICY.format(issuer=idp.issuer, demo=demo_url)
+    policy = POLICY.format(issuer=idp.issuer, demo=demo_url, scim="scim-token-" * 4)
     with run_gateway(tmp_path_factory.mktemp("gw"), policy) as gateway:
         yield gateway
 
 
-def chat(gw: Gateway, token: str) -> str:
-    client = openai.OpenAI(base_url=gw.url("oai"), api_key=token, max_retries=0)
+def chat(gw: Gateway, token: str, connection: str = "oai") -> str:
+    client = openai.OpenAI(base_url=gw.url(connection), api_key=token, max_retries=0)
     reply = client.chat.completions.create(
         model="demo", messages=[{"role": "user", "content": "hi"}]
     )
     return reply.choices[0].message.content or ""
 
 
-def refused(gw: Gateway, token: str) -> tuple[int, dict[str, Any]]:
+def refused(gw: Gateway, token: str, connection: str = "oai") -> tuple[int, dict[str, Any]]:
     response = httpx2.post(
-        gw.url("oai") + "/chat/completions",
+        gw.url(connection) + "/chat/completions",
         headers={"Authorization": f"Bearer {token}".encode()},
         json={"model": "demo", "messages": []},
     )
@@ -300,6 +306,50 @@ def _eventually(condition: Any, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def test_scim_groups_add_to_the_groups_a_token_carries(gw: Gateway, idp: OidcIdp) -> None:
+    token = idp.machine_token("fin@example.eu", [])
+    assert refused(gw, token, "ledger")[1]["code"] == "connection_not_allowed"
+    user = httpx2.post(
+        gw.base_url + "/scim/v2/Users",
+        headers=SCIM,
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "fin@example.eu",
+        },
+    ).json()
+    group = httpx2.post(
+        gw.base_url + "/scim/v2/Groups",
+        headers=SCIM,
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "finance",
+            "members": [{"value": user["id"]}],
+        },
+    ).json()
+    assert chat(gw, token, "ledger")  # at once, with the token it already had
+    removed = httpx2.patch(
+        gw.base_url + f"/scim/v2/Groups/{group['id']}",
+        headers=SCIM,
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "remove", "path": f'members[value eq "{user["id"]}"]'}],
+        },
+    )
+    assert removed.status_code in (200, 204), removed.text
+    assert refused(gw, token, "ledger")[1]["code"] == "connection_not_allowed"
+
+
+def test_an_admin_group_in_the_token_opens_the_admin_api(gw: Gateway, idp: OidcIdp) -> None:
+    admin = idp.machine_token("ops@example.eu", ["geogate-admins"])
+    member = idp.machine_token("dev@example.eu", ["support-eu"])
+    users = httpx2.get(gw.base_url + "/api/v1/users", headers={"Authorization": f"Bearer {admin}"})
+    assert users.status_code == 200
+    forbidden = httpx2.get(
+        gw.base_url + "/api/v1/users", headers={"Authorization": f"Bearer {member}"}
+    )
+    assert forbidden.status_code == 403
+
+
 def test_tokens_are_not_accepted_from_an_issuer_not_configured(
     tmp_path: Path, demo_url: str
 ) -> None:
@@ -307,6 +357,6 @@ def test_tokens_are_not_accepted_from_an_issuer_not_configured(
     policy = POLICY.replace('    - {{issuer: "{issuer}", audience: geogate}}\n', "").replace(
         "  oidc:\n", "  oidc: []\n"
     )
-    with run_gateway(tmp_path, policy.format(demo=demo_url, issuer="")) as gateway:
+    with run_gateway(tmp_path, policy.format(demo=demo_url, issuer="", scim="s" * 32)) as gateway:
         status, error = refused(gateway, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
     assert (status, error["code"]) == (401, "unauthenticated")
