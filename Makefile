@@ -41,6 +41,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.auth
 
 clean:
 	rm -rf $(VENV) $(IDP)/node_modules .geogate .mypy_cache .pytest_cache .ruff_cache
