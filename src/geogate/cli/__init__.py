@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from geogate.cli import demo, keys, policy, regions, up, users
+from geogate.cli import demo, keys, login, policy, regions, up, users
 
 app = typer.Typer(
     name="geogate",
@@ -18,6 +18,9 @@ app.command("demo-llm")(demo.demo_llm)
 app.add_typer(policy.app, name="policy")
 app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
+app.add_typer(keys.service_accounts, name="service-accounts")
+app.command("login")(login.login)
+app.command("logout")(login.logout)
 app.add_typer(regions.app, name="regions")
 
 

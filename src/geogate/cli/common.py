@@ -31,6 +31,24 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+GatewayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gateway",
+        help="Act on this gateway's admin API instead of the local state store.",
+        envvar="GEOGATE_URL",
+        show_default=False,
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="An API key or OIDC token for --gateway; default: the one `geogate login` saved.",
+        envvar="GEOGATE_TOKEN",
+        show_default=False,
+    ),
+]
 
 
 def resolve_config_path(path: Path) -> tuple[Path, Path]:

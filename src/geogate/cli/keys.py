@@ -1,32 +1,41 @@
-"""`geogate keys`: create, list and revoke gateway API keys in the local state store."""
+"""`geogate keys` and `geogate service-accounts`: gateway API keys and who they act as.
+
+Without `--gateway` they act on the local state store of the policy file; with it, on that
+gateway's admin API (see `geogate.cli.admin`).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 from rich import box
 from rich.table import Table
 
+from geogate.cli.admin import act, parse_time
 from geogate.cli.common import (
     DEFAULT_CONFIG,
     ConfigOption,
+    GatewayOption,
     JsonOption,
+    TokenOption,
     fail,
     format_time,
-    iso_time,
     open_config,
     print_table,
-    run_on_store,
 )
-from geogate.config import Config, parse_duration
-from geogate.store import CreatedKey, KeyInfo
+from geogate.config import parse_duration
+from geogate.identity.accounts import format_duration
 
-T = TypeVar("T")
+__all__ = ["app", "format_duration", "service_accounts"]
 
 app = typer.Typer(
     help="Create, list and revoke gateway API keys (gk_...) for users and service accounts.",
+    no_args_is_help=True,
+)
+service_accounts = typer.Typer(
+    help="List service accounts: the non-human identities API keys can act as.",
     no_args_is_help=True,
 )
 
@@ -52,32 +61,44 @@ def create(
     ] = None,
     json_output: JsonOption = False,
     config: ConfigOption = DEFAULT_CONFIG,
+    gateway: GatewayOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Create an API key; it is printed once and cannot be shown again."""
-    created = create_key(
-        open_config(config),
-        owner=owner,
-        service_account=service_account,
-        groups=groups,
-        expires=expires,
+    if expires is not None:
+        _check_lifetime(expires)
+    group_list = [group.strip() for group in groups.split(",") if group.strip()]
+    created = act(
+        lambda: open_config(config),
+        gateway,
+        token,
+        lambda admin: admin.create_key(owner.strip(), service_account, group_list, expires),
     )
-    info = created.info
     if json_output:
-        typer.echo(json.dumps({"id": info.id, "key": created.key, **key_json(info)}))
+        rest = {name: value for name, value in created.items() if name not in ("id", "key")}
+        typer.echo(json.dumps({"id": created["id"], "key": created["key"], **rest}))
         return
-    acting = f" acting as service account {info.service_account}" if info.service_account else ""
-    expiry = format_time(info.expires_at)
-    typer.echo(f"Created API key {info.id} for {info.owner}{acting}, expiring {expiry}.")
-    typer.echo(f"\n    {created.key}\n")
+    acting = created.get("service_account")
+    acting_text = f" acting as service account {acting}" if acting else ""
+    expiry = format_time(parse_time(created.get("expires_at")))
+    typer.echo(
+        f"Created API key {created['id']} for {created['owner']}{acting_text}, expiring {expiry}."
+    )
+    typer.echo(f"\n    {created['key']}\n")
     typer.echo("Store it now: this is the only time it is shown, and it cannot be recovered.")
 
 
 @app.command("list")
-def list_(json_output: JsonOption = False, config: ConfigOption = DEFAULT_CONFIG) -> None:
+def list_(
+    json_output: JsonOption = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    gateway: GatewayOption = None,
+    token: TokenOption = None,
+) -> None:
     """List keys (never the keys themselves), revoked and expired ones included."""
-    keys = run_on_store(open_config(config), lambda store: store.list_keys())
+    keys = act(lambda: open_config(config), gateway, token, lambda admin: admin.list_keys())
     if json_output:
-        typer.echo(json.dumps([key_json(info) for info in keys], indent=2))
+        typer.echo(json.dumps(keys, indent=2))
         return
     table = Table(
         "ID",
@@ -92,17 +113,17 @@ def list_(json_output: JsonOption = False, config: ConfigOption = DEFAULT_CONFIG
         box=box.SIMPLE,
         caption="Times in UTC.",
     )
-    for info in keys:
+    for key in keys:
         table.add_row(
-            info.id,
-            f"gk_{info.prefix}",
-            info.owner,
-            info.service_account or "",
-            ", ".join(info.groups),
-            format_time(info.created_at),
-            format_time(info.expires_at),
-            format_time(info.last_used_at),
-            format_time(info.revoked_at),
+            key["id"],
+            f"gk_{key['prefix']}",
+            key["owner"],
+            key.get("service_account") or "",
+            ", ".join(key.get("groups", [])),
+            *(
+                format_time(parse_time(key.get(field)))
+                for field in ("created_at", "expires_at", "last_used_at", "revoked_at")
+            ),
         )
     print_table(table)
 
@@ -111,69 +132,55 @@ def list_(json_output: JsonOption = False, config: ConfigOption = DEFAULT_CONFIG
 def revoke(
     key_id: Annotated[str, typer.Argument(metavar="ID", help="The key id, e.g. key_1a2b3c4d5e6f.")],
     config: ConfigOption = DEFAULT_CONFIG,
+    gateway: GatewayOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Revoke a key for good; gateways refuse it within a second."""
-    if not run_on_store(open_config(config), lambda store: store.revoke_key(key_id)):
-        fail(f"No API key {key_id!r}; `geogate keys list` shows the ids.")
+    act(lambda: open_config(config), gateway, token, lambda admin: admin.revoke_key(key_id))
     typer.echo(f"Revoked {key_id}.")
 
 
-def create_key(
-    config: Config,
-    *,
-    owner: str,
-    service_account: str | None,
-    groups: str,
-    expires: str | None,
-) -> CreatedKey:
-    """`keys create` without the printing: checks the lifetime against the policy, then mints."""
-    maximum = config.identity.api_keys.max_lifetime
-    lifetime = maximum if expires is None else _lifetime(expires)
-    if lifetime > maximum:
-        fail(
-            f"--expires {expires} is longer than identity.api_keys.max_lifetime "
-            f"({format_duration(maximum)}); choose a shorter lifetime or raise the maximum "
-            "in the policy file."
-        )
-    group_list = [group.strip() for group in groups.split(",") if group.strip()]
-    return run_on_store(
-        config,
-        lambda store: store.create_key(
-            owner.strip(),
-            groups=group_list,
-            expires_in=lifetime,
-            service_account=service_account,
-        ),
+@service_accounts.command("list")
+def list_service_accounts(
+    json_output: JsonOption = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    gateway: GatewayOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List service accounts with their owner and how many of their keys still work."""
+    accounts = act(
+        lambda: open_config(config), gateway, token, lambda admin: admin.list_service_accounts()
     )
+    if json_output:
+        typer.echo(json.dumps(accounts, indent=2))
+        return
+    table = Table(
+        "Name",
+        "Owner",
+        "Owner active",
+        "Groups",
+        "Live keys",
+        "Created",
+        box=box.SIMPLE,
+        caption="Live keys are neither revoked nor expired; times in UTC.",
+    )
+    for account in accounts:
+        table.add_row(
+            account["name"],
+            account["owner"],
+            "yes" if account.get("owner_active") else "no",
+            ", ".join(account.get("groups", [])),
+            str(account.get("keys", "")),
+            format_time(parse_time(account.get("created_at"))),
+        )
+    print_table(table)
 
 
-def key_json(info: KeyInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "prefix": info.prefix,
-        "owner": info.owner,
-        "service_account": info.service_account,
-        "groups": list(info.groups),
-        "created_at": info.created_at.isoformat(),
-        "expires_at": info.expires_at.isoformat(),
-        "last_used_at": iso_time(info.last_used_at),
-        "revoked_at": iso_time(info.revoked_at),
-    }
-
-
-def format_duration(seconds: float) -> str:
-    """The largest whole unit the policy file would accept: 90d, 36h, 90s."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
-def _lifetime(expires: str) -> float:
+def _check_lifetime(expires: str) -> None:
+    """Refuse a malformed --expires before asking anyone; the maximum is the gateway's to check."""
     try:
         seconds = parse_duration(expires)
     except ValueError as exc:
         fail(f"--expires: {exc}")
     if seconds <= 0:
         fail("--expires must be a positive duration such as 30d")
-    return seconds

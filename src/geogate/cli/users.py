@@ -1,4 +1,8 @@
-"""`geogate users`: list users and (de)activate them, which switches off all their keys."""
+"""`geogate users`: list users and (de)activate them, which switches off all their keys.
+
+Without `--gateway` they act on the local state store of the policy file; with it, on that
+gateway's admin API (see `geogate.cli.admin`).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,16 @@ import typer
 from rich import box
 from rich.table import Table
 
+from geogate.cli.admin import act, parse_time
 from geogate.cli.common import (
     DEFAULT_CONFIG,
     ConfigOption,
+    GatewayOption,
     JsonOption,
-    fail,
+    TokenOption,
     format_time,
-    iso_time,
     open_config,
     print_table,
-    run_on_store,
 )
 
 app = typer.Typer(
@@ -31,51 +35,55 @@ UserArgument = Annotated[str, typer.Argument(metavar="USER", help="The login or 
 
 
 @app.command("list")
-def list_(json_output: JsonOption = False, config: ConfigOption = DEFAULT_CONFIG) -> None:
+def list_(
+    json_output: JsonOption = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    gateway: GatewayOption = None,
+    token: TokenOption = None,
+) -> None:
     """List the users the gateway knows, active or not."""
-    users = run_on_store(open_config(config), lambda store: store.list_users())
+    users = act(lambda: open_config(config), gateway, token, lambda admin: admin.list_users())
     if json_output:
-        rows = [
-            {
-                "name": user.name,
-                "active": user.active,
-                "created_at": user.created_at.isoformat(),
-                "deactivated_at": iso_time(user.deactivated_at),
-            }
-            for user in users
-        ]
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(users, indent=2))
         return
     table = Table(
         "User", "Active", "Created", "Deactivated", box=box.SIMPLE, caption="Times in UTC."
     )
     for user in users:
         table.add_row(
-            user.name,
-            "yes" if user.active else "no",
-            format_time(user.created_at),
-            format_time(user.deactivated_at),
+            user["name"],
+            "yes" if user.get("active") else "no",
+            format_time(parse_time(user.get("created_at"))),
+            format_time(parse_time(user.get("deactivated_at"))),
         )
     print_table(table)
 
 
 @app.command("deactivate")
-def deactivate(user: UserArgument, config: ConfigOption = DEFAULT_CONFIG) -> None:
+def deactivate(
+    user: UserArgument,
+    config: ConfigOption = DEFAULT_CONFIG,
+    gateway: GatewayOption = None,
+    token: TokenOption = None,
+) -> None:
     """Deactivate a user: their keys and service-account keys are refused within a second."""
-    _set_active(user, active=False, config=config)
+    _set_active(user, False, config, gateway, token)
     typer.echo(f"Deactivated {user}; calls with their keys are refused from now on.")
 
 
 @app.command("activate")
-def activate(user: UserArgument, config: ConfigOption = DEFAULT_CONFIG) -> None:
+def activate(
+    user: UserArgument,
+    config: ConfigOption = DEFAULT_CONFIG,
+    gateway: GatewayOption = None,
+    token: TokenOption = None,
+) -> None:
     """Reactivate a user: their keys that are neither revoked nor expired work again."""
-    _set_active(user, active=True, config=config)
+    _set_active(user, True, config, gateway, token)
     typer.echo(f"Activated {user}.")
 
 
-def _set_active(user: str, *, active: bool, config: Path) -> None:
-    if not run_on_store(open_config(config), lambda store: store.set_user_active(user, active)):
-        fail(
-            f"No user {user!r}; `geogate users list` shows the users "
-            "(a user appears once they get an API key or sign in)."
-        )
+def _set_active(
+    user: str, active: bool, config: Path, gateway: str | None, token: str | None
+) -> None:
+    act(lambda: open_config(config), gateway, token, lambda admin: admin.set_active(user, active))

@@ -61,6 +61,8 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "geogate_write"
 """Execution option marking a connection whose transactions take the SQLite write lock at BEGIN."""
 _BUSY_TIMEOUT_MS = 5000
+_PROBE_TIMEOUT = 0.2
+"""Seconds the per-call revision read may wait; it runs on the event loop."""
 
 
 def new_api_key() -> str:
@@ -205,7 +207,7 @@ class Store:
                 uri=True,
                 isolation_level=None,
                 check_same_thread=False,
-                timeout=_BUSY_TIMEOUT_MS / 1000,
+                timeout=_PROBE_TIMEOUT,
             )
         row = self._probe.execute(
             "SELECT value FROM revisions WHERE name = ?", (journal.DIRECTORY,)
