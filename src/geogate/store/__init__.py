@@ -16,6 +16,7 @@ the caller that asked for it; the database sees its SHA-256 and an 8-character d
 """
 
 from geogate.store.journal import Event
+from geogate.store.rules import StoreError
 from geogate.store.scim import (
     KEEP,
     Keep,
@@ -37,7 +38,6 @@ from geogate.store.state import (
     ServiceAccountInfo,
     SessionRecord,
     Store,
-    StoreError,
     UserInfo,
     driver_urls,
     hash_api_key,

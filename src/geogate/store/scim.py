@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from geogate.store import journal
 from geogate.store.journal import Event
 from geogate.store.models import AuditEvent, Group, GroupMember, User
-from geogate.store.state import StoreError, _checked_groups, _first, _is_user_name, _now
+from geogate.store.rules import StoreError, checked_groups, first_time, is_user_name, utc_now
 
 ACTOR = "scim"
 _TEXT_LIMIT = 256
@@ -128,7 +128,7 @@ class ScimDirectory:
         _check_user_name(user_name)
         _check_text("externalId", external_id)
         _check_text("displayName", display_name)
-        now = _now()
+        now = utc_now()
         scim_id = str(uuid4())
         async with self._writer.begin() as conn:
             linked = (
@@ -263,7 +263,7 @@ class ScimDirectory:
         API keys and audit records refer to the row, and a later POST of the same name links
         it again. False if no provisioned user has this id.
         """
-        now = _now()
+        now = utc_now()
         async with self._writer.begin() as conn:
             row = (
                 await conn.execute(
@@ -310,7 +310,7 @@ class ScimDirectory:
         _check_group_name(display_name)
         _check_text("externalId", external_id)
         wanted = frozenset(members)
-        now = _now()
+        now = utc_now()
         group_id = str(uuid4())
         async with self._writer.begin() as conn:
             await _check_free_group_name(conn, display_name, None)
@@ -382,7 +382,7 @@ class ScimDirectory:
         if not isinstance(display_name, Keep):
             _check_group_name(display_name)
         _check_text("externalId", external_id)
-        now = _now()
+        now = utc_now()
         async with self._writer.begin() as conn:
             row = (
                 await conn.execute(
@@ -436,7 +436,7 @@ _ATTRIBUTE_NAMES = {"external_id": "externalId", "display_name": "displayName"}
 
 
 def _check_user_name(name: str) -> None:
-    if not _is_user_name(name):
+    if not is_user_name(name):
         raise ScimError(
             "invalidValue",
             f"userName {name[:64]!r} is not usable; send the person's login or email: "
@@ -454,7 +454,7 @@ def _check_text(attribute: str, value: str | Keep | None) -> None:
 
 def _check_group_name(name: str) -> None:
     try:
-        _checked_groups([name])
+        checked_groups([name])
     except StoreError as exc:
         raise ScimError("invalidValue", f"displayName: {exc}") from None
 
@@ -535,7 +535,7 @@ async def _set_active(conn: AsyncConnection, pk: int, name: str, active: bool) -
         .where(User.id == pk)
         .values(
             active=active,
-            deactivated_at=None if active else _first(User.deactivated_at, _now()),
+            deactivated_at=None if active else first_time(User.deactivated_at, utc_now()),
         )
     )
     return Event("user.activated" if active else "user.deactivated", ACTOR, name)

@@ -10,15 +10,14 @@ import secrets
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
     Select,
@@ -50,9 +49,15 @@ from geogate.store.models import (
     User,
     UtcDateTime,
 )
-
-if TYPE_CHECKING:
-    from geogate.store.scim import ScimDirectory
+from geogate.store.rules import (
+    StoreError,
+    check_user_name,
+    checked_groups,
+    first_time,
+    is_user_name,
+    utc_now,
+)
+from geogate.store.scim import ScimDirectory
 
 API_KEY_PREFIX = "gk_"
 _API_KEY = re.compile(r"gk_[A-Za-z0-9_-]{43}")
@@ -78,10 +83,6 @@ def hash_api_key(key: str) -> str:
 def looks_like_api_key(token: str) -> bool:
     """True for the shape `new_api_key` makes; tells API keys from OIDC tokens without I/O."""
     return _API_KEY.fullmatch(token) is not None
-
-
-class StoreError(Exception):
-    """A request the store refuses (bad name, conflict, unusable URL); the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +179,6 @@ class Store:
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
         self._probe: sqlite3.Connection | None = None
-        from geogate.store.scim import ScimDirectory  # here: scim.py imports this module
-
         self._scim = ScimDirectory(self._engine, self._writer)
 
     async def __aenter__(self) -> Store:
@@ -242,14 +241,14 @@ class Store:
         With `service_account`, the key acts as that account, which is created owned by `owner`
         (with `groups`) if it does not exist; an account owned by someone else is refused.
         """
-        _check_user_name(owner)
-        key_groups = _checked_groups(groups)
+        check_user_name(owner)
+        key_groups = checked_groups(groups)
         if service_account is not None and not _SERVICE_ACCOUNT.fullmatch(service_account):
             raise StoreError(
                 f"{service_account!r} is not a service account name; use up to 64 letters, "
                 "digits, '.', '_' or '-', starting with a letter or digit."
             )
-        now = _now()
+        now = utc_now()
         expires_at = _expiry(now, expires_in)
         key = new_api_key()
         key_id = "key_" + secrets.token_hex(6)
@@ -366,7 +365,7 @@ class Store:
             result = await conn.execute(
                 update(ApiKey)
                 .where(ApiKey.id == key_id)
-                .values(revoked_at=_first(ApiKey.revoked_at, _now()))
+                .values(revoked_at=first_time(ApiKey.revoked_at, utc_now()))
             )
             if result.rowcount == 1:
                 await journal.write_events(conn, [Event("key.revoked", actor, key_id)])
@@ -419,7 +418,9 @@ class Store:
                     .where(User.name == name)
                     .values(
                         active=active,
-                        deactivated_at=None if active else _first(User.deactivated_at, _now()),
+                        deactivated_at=None
+                        if active
+                        else first_time(User.deactivated_at, utc_now()),
                     )
                 )
                 kind = "user.activated" if active else "user.deactivated"
@@ -429,7 +430,7 @@ class Store:
 
     async def ensure_users(self, names: Iterable[str], *, actor: str) -> None:
         """Create (active) the users among `names` the gateway has not seen before."""
-        wanted = {name for name in names if _is_user_name(name)}
+        wanted = {name for name in names if is_user_name(name)}
         if not wanted:
             return
         async with self._writer.begin() as conn:
@@ -438,7 +439,7 @@ class Store:
             )
             new = sorted(wanted - known)
             if new:
-                now = _now()
+                now = utc_now()
                 await conn.execute(
                     insert(User), [{"name": n, "active": True, "created_at": now} for n in new]
                 )
@@ -475,7 +476,7 @@ class Store:
             .where(
                 ApiKey.service_account_id == ServiceAccount.id,
                 ApiKey.revoked_at.is_(None),
-                ApiKey.expires_at > literal(_now(), UtcDateTime()),
+                ApiKey.expires_at > literal(utc_now(), UtcDateTime()),
             )
             .scalar_subquery()
         )
@@ -541,7 +542,7 @@ class Store:
     ) -> str:
         """Start a console session; returns the key its cookie carries (only its hash is kept)."""
         key = secrets.token_urlsafe(32)
-        now = _now()
+        now = utc_now()
         async with self._writer.begin() as conn:
             await conn.execute(
                 delete(ConsoleSession).where(
@@ -570,7 +571,7 @@ class Store:
             ConsoleSession.expires_at,
         ).where(
             ConsoleSession.id_hash == hash_api_key(key),
-            ConsoleSession.expires_at > literal(_now(), UtcDateTime()),
+            ConsoleSession.expires_at > literal(utc_now(), UtcDateTime()),
         )
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
@@ -587,7 +588,7 @@ class Store:
 
     async def use_once(self, value: str, expires_at: datetime) -> bool:
         """Claim `value` (a SAML assertion id) until `expires_at`; False if already claimed."""
-        now = _now()
+        now = utc_now()
         async with self._writer.begin() as conn:
             await conn.execute(
                 delete(UsedOnce).where(UsedOnce.expires_at <= literal(now, UtcDateTime()))
@@ -744,28 +745,6 @@ async def _service_account_for_new_key(
     return int(account_id), list(account_groups)
 
 
-def _is_user_name(name: str) -> bool:
-    return 0 < len(name) <= 320 and name.isprintable() and not any(c.isspace() for c in name)
-
-
-def _check_user_name(name: str) -> None:
-    if not _is_user_name(name):
-        raise StoreError(
-            f"{name!r} is not a user name; use the person's login or email, without spaces."
-        )
-
-
-def _checked_groups(groups: Sequence[str]) -> list[str]:
-    if isinstance(groups, str):
-        raise StoreError("groups must be a list of group names, not one string")
-    for group in groups:
-        if not 0 < len(group) <= 256 or not group.isprintable() or group != group.strip():
-            raise StoreError(
-                f"{group!r} is not a group name; use printable text without surrounding spaces."
-            )
-    return sorted(set(groups))
-
-
 def _effective_groups(key_groups: list[str], account_groups: list[str] | None) -> frozenset[str]:
     """A service account's groups apply to every key it holds; a key may add its own."""
     return frozenset(key_groups).union(account_groups or ())
@@ -778,12 +757,3 @@ def _expiry(now: datetime, expires_in: float) -> datetime:
         return now + timedelta(seconds=expires_in)
     except OverflowError:
         raise StoreError(f"an expiry {expires_in:g}s from now is past the year 9999") from None
-
-
-def _first(column: Any, now: datetime) -> ColumnElement[datetime]:
-    """`column` if already set, else `now`: repeating an action keeps its first time."""
-    return func.coalesce(column, literal(now, UtcDateTime()))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
