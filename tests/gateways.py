@@ -10,17 +10,24 @@ Keys and users go through the same store API the CLI uses.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx2
+
 from geogate.config import Config, parse_config
 from geogate.gateway import create_app
 from geogate.store import Store, UserInfo, open_store
-from tests.servers import run_asgi
+from tests.servers import free_port, run_asgi
 
 T = TypeVar("T")
 
@@ -90,6 +97,56 @@ class Gateway:
     def key_ids(self, owner: str) -> list[str]:
         keys = self.on_store(lambda store: store.list_keys())
         return [key.id for key in keys if key.owner == owner]
+
+
+@dataclass
+class UpProcess:
+    """`geogate up` as a subprocess; `output` is everything it printed, once it has stopped."""
+
+    base_url: str
+    output: str = ""
+
+
+@contextmanager
+def geogate_up(folder: Path, workers: int = 2) -> Iterator[UpProcess]:
+    """Run `geogate up --workers N` in `folder` (with its geogate.yaml) until the block ends."""
+    up = UpProcess(f"http://127.0.0.1:{free_port()}")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "geogate",
+            "up",
+            "--listen",
+            up.base_url[7:],
+            "--workers",
+            str(workers),
+        ],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                if httpx2.get(up.base_url + "/readyz").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            time.sleep(0.1)
+        yield up
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            up.output = process.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            up.output = process.communicate()[0]
 
 
 @contextmanager

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +15,7 @@ import openai
 import pytest
 
 from tests.conftest import UPSTREAM_KEY
-from tests.servers import free_port
+from tests.gateways import geogate_up
 
 POLICY = """
 version: 1
@@ -49,36 +47,10 @@ def geogate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def running(tmp_path: Path, demo_url: str) -> Iterator[str]:
     (tmp_path / "geogate.yaml").write_text(POLICY.format(demo=demo_url, key=UPSTREAM_KEY))
-    base = f"http://127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "geogate", "up", "--listen", base[7:], "--workers", "2"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx2.get(base + "/readyz").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output = process.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output = process.communicate()[0]
-    assert "Traceback" not in output, output
-    access_lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    with geogate_up(tmp_path) as up:
+        yield up.base_url
+    assert "Traceback" not in up.output, up.output
+    access_lines = [json.loads(line) for line in up.output.splitlines() if line.startswith("{")]
     assert access_lines, "no access log lines reached stdout"
     assert {"request_id", "subject", "decision", "status", "added_ms"} <= access_lines[0].keys()
 

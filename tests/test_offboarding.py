@@ -9,10 +9,6 @@ nightly CI job uses, and also calls with an OIDC token of their own. The IdP dep
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +18,8 @@ import openai
 import pytest
 
 from tests.conftest import UPSTREAM_KEY
+from tests.gateways import geogate_up
 from tests.oidc_idp import OidcIdp, running_idp
-from tests.servers import free_port
 from tests.test_cli_up import geogate
 
 SCIM_TOKEN = "scim-" + "s3cr3t" * 8
@@ -60,35 +56,9 @@ def gateway(tmp_path: Path, demo_url: str, idp: OidcIdp) -> Iterator[str]:
     (tmp_path / "geogate.yaml").write_text(
         POLICY.format(demo=demo_url, key=UPSTREAM_KEY, issuer=idp.issuer, scim=SCIM_TOKEN)
     )
-    base = f"http://127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "geogate", "up", "--listen", base[7:], "--workers", "2"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx2.get(base + "/readyz").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output = process.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output = process.communicate()[0]
-    assert "Traceback" not in output, output
+    with geogate_up(tmp_path) as up:
+        yield up.base_url
+    assert "Traceback" not in up.output, up.output
 
 
 def ci_job_call(base: str, credential: str) -> tuple[int, str | None]:
