@@ -16,33 +16,29 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from geogate.config import parse_duration
 from geogate.gateway.access import Access, Denied
 from geogate.gateway.runtime import Runtime
 from geogate.identity import Principal
 from geogate.identity.accounts import AccountError, Accounts
-from geogate.store import KeyInfo, ServiceAccountInfo, UserInfo
 
 
-class User(BaseModel):
+class _View(BaseModel):
+    """A response model read straight from the store's dataclasses."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class User(_View):
     name: str
     active: bool
     created_at: datetime
     deactivated_at: datetime | None
 
-    @classmethod
-    def of(cls, info: UserInfo) -> User:
-        return cls(
-            name=info.name,
-            active=info.active,
-            created_at=info.created_at,
-            deactivated_at=info.deactivated_at,
-        )
 
-
-class Key(BaseModel):
+class Key(_View):
     id: str
     prefix: str
     owner: str
@@ -52,20 +48,6 @@ class Key(BaseModel):
     expires_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
-
-    @classmethod
-    def of(cls, info: KeyInfo) -> Key:
-        return cls(
-            id=info.id,
-            prefix=info.prefix,
-            owner=info.owner,
-            service_account=info.service_account,
-            groups=list(info.groups),
-            created_at=info.created_at,
-            expires_at=info.expires_at,
-            revoked_at=info.revoked_at,
-            last_used_at=info.last_used_at,
-        )
 
 
 class CreatedKey(Key):
@@ -83,7 +65,7 @@ class NewKey(BaseModel):
     )
 
 
-class ServiceAccount(BaseModel):
+class ServiceAccount(_View):
     name: str
     owner: str
     owner_active: bool
@@ -91,19 +73,8 @@ class ServiceAccount(BaseModel):
     created_at: datetime
     keys: int = Field(description="Keys neither revoked nor expired.")
 
-    @classmethod
-    def of(cls, info: ServiceAccountInfo) -> ServiceAccount:
-        return cls(
-            name=info.name,
-            owner=info.owner,
-            owner_active=info.owner_active,
-            groups=list(info.groups),
-            created_at=info.created_at,
-            keys=info.keys,
-        )
 
-
-class Event(BaseModel):
+class Event(_View):
     id: int
     at: datetime
     kind: str
@@ -201,7 +172,7 @@ def admin_api(runtime: Runtime) -> FastAPI:
 
     @api.get("/api/v1/users", tags=["users"])
     async def list_users(_: Admin) -> list[User]:
-        return [User.of(user) for user in await accounts.list_users()]
+        return [User.model_validate(user) for user in await accounts.list_users()]
 
     @api.post("/api/v1/users/{name}/deactivate", tags=["users"])
     async def deactivate(name: str, principal: Admin) -> User:
@@ -222,11 +193,11 @@ def admin_api(runtime: Runtime) -> FastAPI:
         info = await runtime.store.find_user(name)
         if info is None:
             raise AccountError(f"No user {name!r}.", not_found=True)
-        return User.of(info)
+        return User.model_validate(info)
 
     @api.get("/api/v1/keys", tags=["keys"])
     async def list_keys(_: Admin) -> list[Key]:
-        return [Key.of(key) for key in await accounts.list_keys()]
+        return [Key.model_validate(key) for key in await accounts.list_keys()]
 
     @api.post("/api/v1/keys", status_code=201, tags=["keys"])
     async def create_key(new: NewKey, principal: Admin) -> CreatedKey:
@@ -241,7 +212,7 @@ def admin_api(runtime: Runtime) -> FastAPI:
             groups=new.groups,
             service_account=new.service_account,
         )
-        return CreatedKey(key=created.key, **Key.of(created.info).model_dump())
+        return CreatedKey(key=created.key, **Key.model_validate(created.info).model_dump())
 
     @api.delete("/api/v1/keys/{key_id}", status_code=204, tags=["keys"])
     async def revoke_key(key_id: str, principal: Admin) -> None:
@@ -250,7 +221,9 @@ def admin_api(runtime: Runtime) -> FastAPI:
 
     @api.get("/api/v1/service-accounts", tags=["keys"])
     async def list_service_accounts(_: Admin) -> list[ServiceAccount]:
-        return [ServiceAccount.of(info) for info in await accounts.list_service_accounts()]
+        return [
+            ServiceAccount.model_validate(info) for info in await accounts.list_service_accounts()
+        ]
 
     @api.get("/api/v1/events", tags=["audit"])
     async def list_events(
@@ -266,17 +239,7 @@ def admin_api(runtime: Runtime) -> FastAPI:
         events = await runtime.store.list_events(
             kind=kind, subject=subject, since=since, limit=limit
         )
-        return [
-            Event(
-                id=event.id,
-                at=event.at,
-                kind=event.kind,
-                actor=event.actor,
-                subject=event.subject,
-                detail=dict(event.detail),
-            )
-            for event in events
-        ]
+        return [Event.model_validate(event) for event in events]
 
     return api
 
