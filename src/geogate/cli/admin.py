@@ -26,16 +26,19 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import Message
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
+from pydantic import BaseModel
+
 from geogate.cli.common import fail
 from geogate.config import Config, parse_duration
 from geogate.identity.accounts import AccountError, Accounts
-from geogate.store import KeyInfo, ServiceAccountInfo, StoreError, UserInfo, open_store
+from geogate.identity.schemas import Key, ServiceAccount, User
+from geogate.store import StoreError, open_store
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -107,13 +110,13 @@ class LocalAdmin:
         self._config = config
 
     def list_users(self) -> list[Row]:
-        return [user_row(user) for user in self._run(lambda accounts: accounts.list_users())]
+        return [_row(User, user) for user in self._run(lambda accounts: accounts.list_users())]
 
     def set_active(self, user: str, active: bool) -> None:
         self._run(lambda accounts: accounts.set_active(user, active, actor="cli"))
 
     def list_keys(self) -> list[Row]:
-        return [key_row(key) for key in self._run(lambda accounts: accounts.list_keys())]
+        return [_row(Key, key) for key in self._run(lambda accounts: accounts.list_keys())]
 
     def create_key(
         self, owner: str, service_account: str | None, groups: list[str], expires: str | None
@@ -131,14 +134,14 @@ class LocalAdmin:
                 service_account=service_account,
             )
         )
-        return {**key_row(created.info), "key": created.key}
+        return {**_row(Key, created.info), "key": created.key}
 
     def revoke_key(self, key_id: str) -> None:
         self._run(lambda accounts: accounts.revoke_key(key_id, actor="cli"))
 
     def list_service_accounts(self) -> list[Row]:
         accounts = self._run(lambda accounts: accounts.list_service_accounts())
-        return [service_account_row(account) for account in accounts]
+        return [_row(ServiceAccount, account) for account in accounts]
 
     def _run(self, action: Callable[[Accounts], Awaitable[T]]) -> T:
         async def run() -> T:
@@ -439,47 +442,11 @@ def token_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
-def api_time(when: datetime | None) -> str | None:
-    """A time as the admin API writes it (UTC with `Z`), so both modes print the same JSON."""
-    if when is None:
-        return None
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def parse_time(value: object) -> datetime | None:
     """A time from a row, for tables; None when absent."""
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
-def user_row(user: UserInfo) -> Row:
-    return {
-        "name": user.name,
-        "active": user.active,
-        "created_at": api_time(user.created_at),
-        "deactivated_at": api_time(user.deactivated_at),
-    }
-
-
-def key_row(key: KeyInfo) -> Row:
-    return {
-        "id": key.id,
-        "prefix": key.prefix,
-        "owner": key.owner,
-        "service_account": key.service_account,
-        "groups": list(key.groups),
-        "created_at": api_time(key.created_at),
-        "expires_at": api_time(key.expires_at),
-        "revoked_at": api_time(key.revoked_at),
-        "last_used_at": api_time(key.last_used_at),
-    }
-
-
-def service_account_row(account: ServiceAccountInfo) -> Row:
-    return {
-        "name": account.name,
-        "owner": account.owner,
-        "owner_active": account.owner_active,
-        "groups": list(account.groups),
-        "created_at": api_time(account.created_at),
-        "keys": account.keys,
-    }
+def _row(view: type[BaseModel], record: object) -> Row:
+    """A store record as the admin API would send it."""
+    return view.model_validate(record).model_dump(mode="json")

@@ -25,6 +25,8 @@ import html
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
@@ -36,7 +38,9 @@ from geogate.config import OidcLogin
 from geogate.gateway.access import SESSION_COOKIE, Access, Denied, base_url, cookie
 from geogate.gateway.runtime import Runtime
 from geogate.identity import AuthError
-from geogate.identity.saml import SamlError, ServiceProvider
+
+if TYPE_CHECKING:
+    from geogate.identity.saml import ServiceProvider
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +261,7 @@ class Console:
             )
         try:
             identity = await asyncio.to_thread(provider.accept, saml_response, request_id)
-        except SamlError as exc:
+        except _saml().SamlError as exc:
             raise SignInError(str(exc), 401) from None
         if not await self._runtime.store.use_once(
             f"saml:{identity.assertion_id}", identity.expires_at
@@ -274,9 +278,10 @@ class Console:
         base = self._base(request)
         provider = self._providers.get(base)
         if provider is None:
+            saml = _saml()
             try:
-                provider = ServiceProvider(settings, base)
-            except SamlError as exc:
+                provider = saml.ServiceProvider(settings, base)
+            except saml.SamlError as exc:
                 raise SignInError(str(exc), 500) from None
             self._providers[base] = provider
         return provider
@@ -334,6 +339,13 @@ class Console:
             secure=secure,
             samesite="none" if cross_site and secure else "lax",
         )
+
+
+def _saml() -> ModuleType:
+    """The SAML module, imported on first use: pysaml2 takes over half a second to import."""
+    from geogate.identity import saml
+
+    return saml
 
 
 def _s256(verifier: str) -> str:
