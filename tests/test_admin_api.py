@@ -198,3 +198,11 @@ def test_scim_changes_made_by_an_admin_are_audit_events(gw: Gateway, admin: dict
     while not api(gw, "GET", "/api/v1/events?subject=dee@example.eu", admin).json():
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_admin_bodies_must_be_bounded(gw: Gateway, admin: dict[str, str]) -> None:
+    huge = api(gw, "POST", "/api/v1/keys", admin, content=b"{" + b" " * (1024 * 1024 + 1) + b"}")
+    assert huge.status_code == 413
+    chunked = api(gw, "POST", "/api/v1/keys", admin, content=iter([b'{"owner": "x@example.eu"}']))
+    assert chunked.status_code == 411
+    assert "Content-Length" in chunked.json()["error"]["message"]

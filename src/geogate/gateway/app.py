@@ -82,7 +82,11 @@ class GatewayApp:
     async def _service(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if self.admin is not None and (path == "/api" or path.startswith("/api/")):
-            await self.admin(scope, receive, send)
+            refusal = _unbounded_body(scope["headers"])
+            if refusal is None:
+                await self.admin(scope, receive, send)
+            else:
+                await _respond(send, refusal[0], plain_error("bad_request", refusal[1]))
         elif path == "/scim/v2" or path.startswith("/scim/v2/"):
             await self._scim(scope, receive, send)
         elif self.console is not None and path in _CONSOLE_PATHS:
@@ -119,6 +123,25 @@ class GatewayApp:
         if app is None:
             app = self.scim[base] = ScimApp(self.runtime.store, base)
         await app(scope, receive, send)
+
+
+MAX_ADMIN_BODY = 1024 * 1024
+
+
+def _unbounded_body(headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    """(status, message) for an admin request body that could be too large to read; else None.
+
+    The admin API reads a body before it checks who sent it, so a body must declare its size,
+    and no admin request needs more than `MAX_ADMIN_BODY` bytes.
+    """
+    length = next((value for name, value in headers if name == b"content-length"), None)
+    if length is None:
+        if any(name == b"transfer-encoding" for name, _ in headers):
+            return 411, "Send the admin request with a Content-Length header."
+        return None
+    if not length.isdigit() or int(length) > MAX_ADMIN_BODY:
+        return 413, f"Admin requests are limited to {MAX_ADMIN_BODY // 1024} KiB."
+    return None
 
 
 _CONSOLE_PATHS = frozenset(
