@@ -454,3 +454,10 @@ def test_broken_idp_metadata_fails_at_construction(world: World, tmp_path: Path)
             ServiceProvider(SamlLogin(idp_metadata=str(path)), PUBLIC_URL)
         message = checked_message(caught.value)
         assert str(path) in message and reason in message, name
+
+
+def test_a_missing_xmlsec1_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    idp = SamlIdp.create(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(SamlError, match="apt-get install xmlsec1"):
+        ServiceProvider(SamlLogin(idp_metadata=str(idp.metadata_path)), "https://gw.test")

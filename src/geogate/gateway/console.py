@@ -24,6 +24,7 @@ import hmac
 import html
 import logging
 import secrets
+import shutil
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -68,6 +69,8 @@ class Console:
         self._login = runtime.config.identity.login
         self._providers: dict[str, ServiceProvider] = {}
         self._http: aiohttp.ClientSession | None = None
+        if self._login.saml is not None and shutil.which("xmlsec1") is None:
+            log.error("SAML sign-in is configured but xmlsec1 is not installed; it will fail")
         routes = [
             Route("/", self._home),
             Route("/login", self._login_page),

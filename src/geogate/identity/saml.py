@@ -20,6 +20,7 @@ import binascii
 import calendar
 import contextlib
 import logging
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,6 +113,11 @@ class ServiceProvider:
     """This gateway as a SAML 2.0 SP of one IdP (the one described by `settings.idp_metadata`)."""
 
     def __init__(self, settings: SamlLogin, public_url: str) -> None:
+        if shutil.which("xmlsec1") is None:
+            raise SamlError(
+                "SAML sign-in needs the xmlsec1 program to check signatures, and it is not "
+                "installed; install it (Debian/Ubuntu: apt-get install xmlsec1) and retry."
+            )
         _quiet_pysaml2()
         base = public_url.rstrip("/")
         self._entity_id = settings.entity_id or f"{base}/saml/metadata"
