@@ -288,6 +288,35 @@ def test_deactivation_stops_a_valid_token_at_once(gw: Gateway, idp: OidcIdp) -> 
     assert chat(gw, token)
 
 
+def test_deactivation_ignores_the_case_of_the_name(gw: Gateway, idp: OidcIdp) -> None:
+    gw.create_key("mixed@example.eu")
+    gw.set_active("mixed@example.eu", False)
+    token = idp.machine_token("Mixed@Example.EU", ["support-eu"])
+    status, error = refused(gw, token)
+    assert (status, error["code"]) == (401, "identity_disabled")
+
+
+def test_a_deactivated_users_refused_calls_are_theirs_in_the_audit_trail(
+    gw: Gateway, idp: OidcIdp
+) -> None:
+    token = idp.machine_token("gone@example.eu", ["support-eu"])
+    assert chat(gw, token)
+    _eventually(lambda: "gone@example.eu" in [u.name for u in gw.users()])
+    gw.set_active("gone@example.eu", False)
+    assert refused(gw, token)[1]["code"] == "identity_disabled"
+    _eventually(
+        lambda: (
+            [
+                event.detail["code"]
+                for event in gw.on_store(
+                    lambda store: store.list_events(kind="call.refused", subject="gone@example.eu")
+                )
+            ]
+            == ["identity_disabled"]
+        )
+    )
+
+
 def test_refused_calls_are_audit_events(gw: Gateway, idp: OidcIdp) -> None:
     token = idp.sign(claims(idp, email="late@example.eu", exp=int(time.time()) - 3600))
     refused(gw, token)

@@ -66,7 +66,7 @@ def deactivate(
     gateway: GatewayOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Deactivate a user: their keys and service-account keys are refused within a second."""
+    """Deactivate a user: their tokens, keys and service-account keys are refused at once."""
     _set_active(user, False, config, gateway, token)
     typer.echo(f"Deactivated {user}; calls with their keys are refused from now on.")
 

@@ -107,7 +107,10 @@ class Gateway(Model):
     audit_key: str = ".geogate/audit.ed25519"
     resolve: dict[str, list[IPvAnyAddress]] = {}
     public_url: str | None = None
-    """The URL browsers and IdPs reach the gateway at (redirects, SAML ACS); `http://{listen}`."""
+    """The URL browsers and IdPs reach the gateway at (redirects, SAML ACS, cookies).
+
+    Unset, each request's own scheme and Host are used; set it behind a TLS-terminating proxy.
+    """
 
     @field_validator("listen")
     @classmethod

@@ -111,7 +111,7 @@ def admin_api(runtime: Runtime) -> FastAPI:
 
     @api.post("/api/v1/users/{name}/deactivate", tags=["users"])
     async def deactivate(name: str, principal: Admin) -> User:
-        """Every credential of the user, and of service accounts they own, stops within 1 s."""
+        """Every credential of the user, and of service accounts they own, stops at once."""
         await accounts.set_active(name, False, actor=principal.subject)
         return await _user(name)
 

@@ -70,7 +70,7 @@ class DataPath:
             if connection is not None:
                 adapter = adapter_for(connection.type)
             headers: Headers = scope["headers"]
-            principal = await self._authenticate(headers)
+            principal = await self._authenticate(headers, log)
             log.subject, log.user = principal.subject, principal.user
             log.session_id = _session_id(headers, request_id)
 
@@ -114,7 +114,7 @@ class DataPath:
             log.latency_ms = (time.perf_counter() - started) * 1000
             log.emit(connection is not None, self.access_sink)
 
-    async def _authenticate(self, headers: Headers) -> Principal:
+    async def _authenticate(self, headers: Headers, log: CallLog) -> Principal:
         token = caller_token(headers)
         if not token:
             raise Refusal(
@@ -125,6 +125,7 @@ class DataPath:
         try:
             return await self.runtime.authenticator.authenticate(token)
         except AuthError as exc:
+            log.user = exc.user  # a deactivated user's attempts are theirs in the audit trail
             raise Refusal(exc.code, exc.message) from None
 
     async def _forward(

@@ -34,6 +34,7 @@ _CREATE_HINT = "create a new one with `geogate keys create`"
 class _Refusal:
     code: AuthErrorCode
     message: str
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +104,18 @@ class ApiKeyAuthenticator:
         key_hash = hash_api_key(token)
         entry = self._known.get(key_hash) or self._unknown.get(key_hash)
         if entry is None or time.monotonic() - entry.loaded_at >= self._recheck_after:
-            entry = await self._reload(key_hash)
+            try:
+                entry = await self._reload(key_hash)
+            except Exception as exc:  # the store cannot say whether the key is still good
+                log.warning("could not look up an API key: %s", exc)
+                raise AuthError(
+                    "identity_unavailable",
+                    "The gateway cannot read its key store right now, so it cannot check your "
+                    "key; retry in a moment, and tell the operator if it persists.",
+                ) from None
         outcome = entry.outcome
         if isinstance(outcome, _Refusal):
-            raise AuthError(outcome.code, outcome.message)
+            raise AuthError(outcome.code, outcome.message, outcome.user)
         if self._clock() >= entry.expires_at:
             expired = datetime.fromtimestamp(entry.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
             raise AuthError(
@@ -182,6 +191,7 @@ def _outcome(record: KeyRecord) -> Principal | _Refusal:
             "identity_disabled",
             f"{who} is deactivated; ask an administrator to run "
             f"`geogate users activate {record.owner}` if that is a mistake.",
+            record.owner,
         )
     account = record.service_account
     return Principal(

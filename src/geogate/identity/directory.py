@@ -6,6 +6,9 @@ moved; the rest is set lookups. A deactivation committed by any process (CLI, SC
 API, another worker) is therefore seen by the very next call on every worker, however valid
 the caller's token still is.
 
+Users are matched without regard to case (`Alice@Example.com` is `alice@example.com`), as
+IdPs and SCIM treat them: a deactivation is never dodged by changing the case of a name.
+
 If the revision cannot be read, the gateway cannot prove the user is still active, and the
 call is refused with `identity_unavailable` (fail closed).
 """
@@ -59,16 +62,17 @@ class DirectoryWatch:
                 "The gateway cannot read its user directory, so it cannot tell whether you are "
                 "still active; retry in a moment, and tell the operator if it persists.",
             ) from None
-        if user in self._snapshot.inactive:
+        if user.casefold() in self._snapshot.inactive:
             raise AuthError(
                 "identity_disabled",
                 f"The user {user} is deactivated; ask an administrator to run "
                 f"`geogate users activate {user}` if that is a mistake.",
+                user,
             )
 
     def groups_of(self, user: str) -> frozenset[str]:
         """Groups the IdP provisioned through SCIM, added to those a credential carries."""
-        return self._snapshot.groups.get(user, _EMPTY)
+        return self._snapshot.groups.get(user.casefold(), _EMPTY)
 
     def saw(self, user: str) -> None:
         """Note a user known from a token; it is written to the store in the background."""

@@ -25,7 +25,9 @@ class Principal:
 class AuthError(Exception):
     """A refused identity: `code` is the SPEC §3 error code, `message` one actionable sentence."""
 
-    def __init__(self, code: AuthErrorCode, message: str) -> None:
+    def __init__(self, code: AuthErrorCode, message: str, user: str | None = None) -> None:
         super().__init__(message)
         self.code: AuthErrorCode = code
         self.message = message
+        self.user = user
+        """The accountable user when known (a deactivated one), for the audit trail."""

@@ -95,12 +95,15 @@ class UserInfo:
 
 @dataclass(frozen=True, slots=True)
 class DirectorySnapshot:
-    """Who is switched off and who is in which SCIM group, as of `revision`."""
+    """Who is switched off and who is in which SCIM group, as of `revision`.
+
+    User names are casefolded: the directory matches users without regard to case.
+    """
 
     revision: int
     inactive: frozenset[str]
     groups: Mapping[str, frozenset[str]]
-    """SCIM groups by user name; users in none are absent."""
+    """SCIM groups by (casefolded) user name; users in none are absent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +459,10 @@ class Store:
         async with self._engine.connect() as conn:
             revision = await journal.current(conn)
             inactive = frozenset(
-                (await conn.execute(select(User.name).where(User.active.is_(False)))).scalars()
+                name.casefold()
+                for name in (
+                    await conn.execute(select(User.name).where(User.active.is_(False)))
+                ).scalars()
             )
             rows = await conn.execute(
                 select(User.name, Group.display_name)
@@ -465,7 +471,7 @@ class Store:
             )
             groups: dict[str, set[str]] = {}
             for user, group in rows:
-                groups.setdefault(user, set()).add(group)
+                groups.setdefault(user.casefold(), set()).add(group)
         return DirectorySnapshot(
             revision, inactive, {user: frozenset(names) for user, names in groups.items()}
         )
