@@ -41,7 +41,7 @@ class GatewayApp:
         self.admin: ASGIApp | None = None
         self.console: Console | None = None
         self.access: Access | None = None
-        self.scim: dict[str, ScimApp] = {}
+        self.scim: dict[tuple[str, str], ScimApp] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -114,14 +114,14 @@ class GatewayApp:
             return
         headers = scope["headers"]
         try:
-            await self.access.scim(headers, scope["method"], scope["scheme"])
+            actor = await self.access.scim(headers, scope["method"], scope["scheme"])
         except Denied as denied:
             await _respond(send, denied.status, _scim_error(denied.status, denied.message), _SCIM)
             return
         base = base_url(self.runtime, headers, scope["scheme"]) + "/scim/v2"
-        app = self.scim.get(base)
+        app = self.scim.get((base, actor))
         if app is None:
-            app = self.scim[base] = ScimApp(self.runtime.store, base)
+            app = self.scim[base, actor] = ScimApp(self.runtime.store, base, actor)
         await app(scope, receive, send)
 
 

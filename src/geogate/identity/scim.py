@@ -142,8 +142,9 @@ class _Shape:
 class ScimApp:
     """The `/scim/v2` ASGI app; errors are SCIM errors, never tracebacks."""
 
-    def __init__(self, store: Store, base_url: str) -> None:
-        self._directory = store.scim
+    def __init__(self, store: Store, base_url: str, actor: str = "scim") -> None:
+        """`actor` is named in the audit events: the IdP (`scim`) or the admin acting."""
+        self._directory = store.scim.acting_as(actor)
         self._base = base_url.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

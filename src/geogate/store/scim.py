@@ -109,9 +109,14 @@ class MemberChange:
 class ScimDirectory:
     """The SCIM side of the store; `Store.scim` hands out the process's one instance."""
 
-    def __init__(self, engine: AsyncEngine, writer: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: AsyncEngine, actor: str = ACTOR) -> None:
         self._engine = engine
         self._writer = writer
+        self._actor = actor
+
+    def acting_as(self, actor: str) -> ScimDirectory:
+        """The same directory, naming `actor` (an admin, rather than the IdP) in its events."""
+        return ScimDirectory(self._engine, self._writer, actor)
 
     async def create_user(
         self,
@@ -169,9 +174,9 @@ class ScimDirectory:
                 await conn.execute(update(User).where(User.id == pk).values(**attributes))
                 moved = was_active != active
                 if moved:
-                    events.append(await _set_active(conn, pk, user_name, active))
+                    events.append(await _set_active(conn, pk, user_name, active, self._actor))
             detail = {"id": scim_id, "linked": row is not None}
-            events.insert(0, Event("scim.user.created", ACTOR, user_name, detail))
+            events.insert(0, Event("scim.user.created", self._actor, user_name, detail))
             await _commit(conn, events, moved)
             created = await _user(conn, scim_id)
         assert created is not None
@@ -250,10 +255,12 @@ class ScimDirectory:
             if values:
                 await conn.execute(update(User).where(User.id == pk).values(**values))
                 changed = sorted(_ATTRIBUTE_NAMES[column] for column in values)
-                events.append(Event("scim.user.updated", ACTOR, name, {"attributes": changed}))
+                events.append(
+                    Event("scim.user.updated", self._actor, name, {"attributes": changed})
+                )
             moved = not isinstance(active, Keep) and active != was_active
             if moved:
-                events.append(await _set_active(conn, pk, name, bool(active)))
+                events.append(await _set_active(conn, pk, name, bool(active), self._actor))
             await _commit(conn, events, moved)
             return await _user(conn, user_id)
 
@@ -283,7 +290,7 @@ class ScimDirectory:
             ).all()
             events: list[Event] = []
             if was_active:
-                events.append(await _set_active(conn, pk, name, False))
+                events.append(await _set_active(conn, pk, name, False, self._actor))
             if groups:
                 await conn.execute(delete(GroupMember).where(GroupMember.user_id == pk))
                 await conn.execute(
@@ -295,7 +302,7 @@ class ScimDirectory:
                 update(User).where(User.id == pk).values(scim_id=None, external_id=None)
             )
             detail = {"id": user_id, "groups": [group_name for _, group_name in groups]}
-            events.append(Event("scim.user.deleted", ACTOR, name, detail))
+            events.append(Event("scim.user.deleted", self._actor, name, detail))
             await _commit(conn, events, was_active or bool(groups))
         return True
 
@@ -331,7 +338,7 @@ class ScimDirectory:
                 )
             names = sorted(name for _, name in users.values())
             detail = {"id": group_id, "members": names}
-            event = Event("scim.group.created", ACTOR, display_name, detail)
+            event = Event("scim.group.created", self._actor, display_name, detail)
             await _commit(conn, [event], bool(users))
             created = await _group(conn, group_id, members=True)
         assert created is not None
@@ -399,7 +406,7 @@ class ScimDirectory:
                 await _check_free_group_name(conn, display_name, group_id)
                 values["display_name"] = display_name
                 renamed = {"id": group_id, "from": name, "to": display_name}
-                events.append(Event("scim.group.renamed", ACTOR, display_name, renamed))
+                events.append(Event("scim.group.renamed", self._actor, display_name, renamed))
                 name = display_name
                 moved = True
             if not isinstance(external_id, Keep) and external_id != old_external_id:
@@ -408,7 +415,7 @@ class ScimDirectory:
                 added, removed = await _change_members(conn, group_id, members)
                 if added or removed:
                     changed = {"id": group_id, "added": added, "removed": removed}
-                    events.append(Event("scim.group.members", ACTOR, name, changed))
+                    events.append(Event("scim.group.members", self._actor, name, changed))
                     moved = True
             if values or moved:
                 values["updated_at"] = now
@@ -427,7 +434,7 @@ class ScimDirectory:
             result = await conn.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
             await conn.execute(delete(Group).where(Group.id == group_id))
             detail = {"id": group_id, "members": result.rowcount}
-            event = Event("scim.group.deleted", ACTOR, name, detail)
+            event = Event("scim.group.deleted", self._actor, name, detail)
             await _commit(conn, [event], result.rowcount > 0)
         return True
 
@@ -528,7 +535,7 @@ async def _change_members(
     return sorted(users[i][1] for i in added), sorted(current[i][1] for i in removed)
 
 
-async def _set_active(conn: AsyncConnection, pk: int, name: str, active: bool) -> Event:
+async def _set_active(conn: AsyncConnection, pk: int, name: str, active: bool, actor: str) -> Event:
     """Switch the user on or off (keeping the first deactivation time); the event to write."""
     await conn.execute(
         update(User)
@@ -538,7 +545,7 @@ async def _set_active(conn: AsyncConnection, pk: int, name: str, active: bool) -
             deactivated_at=None if active else first_time(User.deactivated_at, utc_now()),
         )
     )
-    return Event("user.activated" if active else "user.deactivated", ACTOR, name)
+    return Event("user.activated" if active else "user.deactivated", actor, name)
 
 
 async def _commit(conn: AsyncConnection, events: Sequence[Event], moved: bool) -> None:
