@@ -1,10 +1,12 @@
 """Each worker's in-memory copy of the user directory: who is deactivated, who is in which group.
 
-Every call runs `await directory.check(user)`. It reads the store's directory revision (a
-synchronous one-row read of a few microseconds) and reloads the copy only when the revision
-moved; the rest is set lookups. A deactivation committed by any process (CLI, SCIM, admin
-API, another worker) is therefore seen by the very next call on every worker, however valid
-the caller's token still is.
+Every call runs `await directory.check(user)`. It looks at the store's directory marker (a
+memory read, rewritten by any process right after it commits a directory change) and reloads
+the copy only when the marker moved; the rest is set lookups. A deactivation committed by any
+process (CLI, SCIM, admin API, another worker) is therefore seen by the very next call on every
+worker, however valid the caller's token still is. A background poll of the revision in the
+database (every `poll_every` seconds) covers a writer that died between its commit and the
+marker.
 
 Users are matched without regard to case (`Alice@Example.com` is `alice@example.com`), as
 IdPs and SCIM treat them: a deactivation is never dodged by changing the case of a name.
@@ -28,10 +30,11 @@ _EMPTY: frozenset[str] = frozenset()
 
 
 class DirectoryWatch:
-    def __init__(self, store: Store, *, record_every: float = 1.0) -> None:
+    def __init__(self, store: Store, *, poll_every: float = 1.0) -> None:
         self._store = store
-        self._record_every = record_every
+        self._poll_every = poll_every
         self._snapshot = DirectorySnapshot(revision=-1, inactive=frozenset(), groups={})
+        self._marker = b""
         self._loading: asyncio.Task[DirectorySnapshot] | None = None
         self._task: asyncio.Task[None] | None = None
         self._seen: set[str] = set()
@@ -39,8 +42,9 @@ class DirectoryWatch:
 
     async def start(self) -> None:
         """Load the directory now (a store that cannot be read fails the start)."""
+        self._marker = self._store.directory_marker()
         self._snapshot = await self._store.load_directory()
-        self._task = asyncio.create_task(self._record_forever(), name="geogate-directory")
+        self._task = asyncio.create_task(self._follow(), name="geogate-directory")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -52,8 +56,9 @@ class DirectoryWatch:
     async def check(self, user: str) -> None:
         """Raise `AuthError` unless `user` is provably active right now."""
         try:
-            revision = self._store.directory_revision_now()
-            if revision != self._snapshot.revision:
+            marker = self._store.directory_marker()
+            if marker != self._marker:
+                self._marker = marker  # before loading: a change during the load moves it again
                 await self._reload()
         except Exception as exc:
             log.warning("could not read the user directory: %s", exc)
@@ -88,9 +93,14 @@ class DirectoryWatch:
         if snapshot.revision > self._snapshot.revision:
             self._snapshot = snapshot
 
-    async def _record_forever(self) -> None:
+    async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(self._record_every)
+            await asyncio.sleep(self._poll_every)
+            try:
+                if await self._store.directory_revision() != self._snapshot.revision:
+                    await self._reload()
+            except Exception as exc:  # the next round retries; calls still see the marker
+                log.warning("could not poll the user directory: %s", exc)
             await self._record_seen()
 
     async def _record_seen(self) -> None:

@@ -109,14 +109,21 @@ class MemberChange:
 class ScimDirectory:
     """The SCIM side of the store; `Store.scim` hands out the process's one instance."""
 
-    def __init__(self, engine: AsyncEngine, writer: AsyncEngine, actor: str = ACTOR) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writer: AsyncEngine,
+        signal: journal.ChangeSignal,
+        actor: str = ACTOR,
+    ) -> None:
         self._engine = engine
         self._writer = writer
+        self._signal = signal
         self._actor = actor
 
     def acting_as(self, actor: str) -> ScimDirectory:
         """The same directory, naming `actor` (an admin, rather than the IdP) in its events."""
-        return ScimDirectory(self._engine, self._writer, actor)
+        return ScimDirectory(self._engine, self._writer, self._signal, actor)
 
     async def create_user(
         self,
@@ -135,7 +142,7 @@ class ScimDirectory:
         _check_text("displayName", display_name)
         now = utc_now()
         scim_id = str(uuid4())
-        async with self._writer.begin() as conn:
+        async with journal.changing(self._writer, self._signal) as conn:
             linked = (
                 await conn.execute(
                     select(User.name).where(
@@ -228,7 +235,7 @@ class ScimDirectory:
         """
         _check_text("externalId", external_id)
         _check_text("displayName", display_name)
-        async with self._writer.begin() as conn:
+        async with journal.changing(self._writer, self._signal) as conn:
             row = (
                 await conn.execute(
                     select(
@@ -271,7 +278,7 @@ class ScimDirectory:
         it again. False if no provisioned user has this id.
         """
         now = utc_now()
-        async with self._writer.begin() as conn:
+        async with journal.changing(self._writer, self._signal) as conn:
             row = (
                 await conn.execute(
                     select(User.id, User.name, User.active).where(User.scim_id == user_id)
@@ -319,7 +326,7 @@ class ScimDirectory:
         wanted = frozenset(members)
         now = utc_now()
         group_id = str(uuid4())
-        async with self._writer.begin() as conn:
+        async with journal.changing(self._writer, self._signal) as conn:
             await _check_free_group_name(conn, display_name, None)
             users = await _known_users(conn, wanted)
             await conn.execute(
@@ -390,7 +397,7 @@ class ScimDirectory:
             _check_group_name(display_name)
         _check_text("externalId", external_id)
         now = utc_now()
-        async with self._writer.begin() as conn:
+        async with journal.changing(self._writer, self._signal) as conn:
             row = (
                 await conn.execute(
                     select(Group.display_name, Group.external_id).where(Group.id == group_id)
@@ -425,7 +432,7 @@ class ScimDirectory:
 
     async def delete_group(self, group_id: str) -> bool:
         """Delete the group and its memberships; False if there is no such group."""
-        async with self._writer.begin() as conn:
+        async with journal.changing(self._writer, self._signal) as conn:
             name = (
                 await conn.execute(select(Group.display_name).where(Group.id == group_id))
             ).scalar()

@@ -7,13 +7,11 @@ import hashlib
 import math
 import re
 import secrets
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -66,8 +64,6 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "geogate_write"
 """Execution option marking a connection whose transactions take the SQLite write lock at BEGIN."""
 _BUSY_TIMEOUT_MS = 5000
-_PROBE_TIMEOUT = 0.2
-"""Seconds the per-call revision read may wait; it runs on the event loop."""
 
 
 def new_api_key() -> str:
@@ -181,8 +177,8 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
-        self._probe: sqlite3.Connection | None = None
-        self._scim = ScimDirectory(self._engine, self._writer)
+        self._signal = journal.ChangeSignal(Path(f"{engine.url.database}-changes"))
+        self._scim = ScimDirectory(self._engine, self._writer, self._signal)
 
     async def __aenter__(self) -> Store:
         return self
@@ -191,30 +187,16 @@ class Store:
         await self.close()
 
     async def close(self) -> None:
-        if self._probe is not None:
-            self._probe.close()
+        self._signal.close()
         await self._engine.dispose()
 
-    def directory_revision_now(self) -> int:
-        """The directory revision, read synchronously in a few microseconds.
+    def directory_marker(self) -> bytes:
+        """Changes whenever the directory does: cheap enough (a memory read) for every call.
 
-        Called on every authenticated call, so a change committed by any process is seen by
-        the very next call. It uses a read-only SQLite connection of its own: a WAL reader
-        never waits for a writer, so this cannot stall the event loop behind a write.
+        Any process that commits a directory change (CLI, SCIM, admin API, another worker)
+        rewrites it right after the commit, so the very next call everywhere sees the change.
         """
-        if self._probe is None:
-            database = self._engine.url.database
-            self._probe = sqlite3.connect(
-                f"file:{quote(str(database))}?mode=ro",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=_PROBE_TIMEOUT,
-            )
-        row = self._probe.execute(
-            "SELECT value FROM revisions WHERE name = ?", (journal.DIRECTORY,)
-        ).fetchone()
-        return 0 if row is None else int(row[0])
+        return self._signal.current()
 
     @property
     def scim(self) -> ScimDirectory:
@@ -411,7 +393,7 @@ class Store:
         A change of state is an audit event and moves the directory revision, which every
         worker polls, so tokens of a deactivated user stop working everywhere at once.
         """
-        async with self._writer.begin() as conn:
+        async with journal.changing(self._writer, self._signal) as conn:
             row = (await conn.execute(select(User.active).where(User.name == name))).first()
             if row is None:
                 return False

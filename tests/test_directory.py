@@ -1,0 +1,101 @@
+"""The per-worker directory: the change marker, the fallback poll, and failing closed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from geogate.identity import AuthError, DirectoryWatch
+from geogate.store import Store, journal, open_store
+from geogate.store.models import User
+
+ALICE = "alice@example.eu"
+
+
+@pytest.fixture
+def state_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture
+async def store(state_url: str) -> AsyncIterator[Store]:
+    async with await open_store(state_url) as opened:
+        await opened.create_key(ALICE, groups=[], expires_in=3600)
+        yield opened
+
+
+async def test_directory_changes_move_the_marker_and_nothing_else_does(
+    store: Store, state_url: str
+) -> None:
+    marker = store.directory_marker()
+    await store.create_key("bob@example.eu", groups=[], expires_in=3600)
+    await store.ensure_users(["carol@example.eu"], actor="oidc")
+    assert store.directory_marker() == marker
+    async with await open_store(state_url) as other_process:
+        await other_process.set_user_active(ALICE, False)
+    assert store.directory_marker() != marker
+    marker = store.directory_marker()
+    await store.set_user_active(ALICE, False)  # no change of state: no announcement
+    assert store.directory_marker() == marker
+    user = await store.scim.create_user("dave@example.eu")
+    group = await store.scim.create_group("finance", members=[user.id])
+    assert group.display_name == "finance"
+    assert store.directory_marker() != marker
+
+
+async def test_the_very_next_check_sees_another_processes_deactivation(
+    store: Store, state_url: str
+) -> None:
+    directory = DirectoryWatch(store, poll_every=3600)  # the marker alone must do it
+    await directory.start()
+    try:
+        await directory.check(ALICE)
+        async with await open_store(state_url) as cli:
+            await cli.set_user_active(ALICE, False)
+        with pytest.raises(AuthError) as caught:
+            await directory.check(ALICE.upper())
+        assert (caught.value.code, caught.value.user) == ("identity_disabled", ALICE.upper())
+    finally:
+        await directory.close()
+
+
+async def test_a_writer_that_died_before_announcing_is_caught_by_the_poll(store: Store) -> None:
+    directory = DirectoryWatch(store, poll_every=0.05)
+    await directory.start()
+    try:
+        async with store._writer.begin() as conn:  # a commit whose marker write never came
+            await conn.execute(update(User).where(User.name == ALICE).values(active=False))
+            await journal.bump(conn)
+        for _ in range(100):
+            try:
+                await directory.check(ALICE)
+            except AuthError as exc:
+                assert exc.code == "identity_disabled"
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the poll never saw the change")
+    finally:
+        await directory.close()
+
+
+async def test_an_unreadable_directory_fails_closed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = DirectoryWatch(store, poll_every=3600)
+    await directory.start()
+    try:
+
+        def broken() -> bytes:
+            raise OSError("state folder gone")
+
+        monkeypatch.setattr(store, "directory_marker", broken)
+        with pytest.raises(AuthError) as caught:
+            await directory.check(ALICE)
+        assert caught.value.code == "identity_unavailable"
+    finally:
+        await directory.close()
