@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
 from geogate.demo import DemoSettings, create_demo_app
+from geogate.store import Store, open_store
 from tests.gateways import Gateway, run_gateway
 from tests.servers import run_asgi
 from tests.upstreams import (
@@ -78,6 +80,18 @@ policies:
     subjects: {{groups: [finance]}}
     connections: [finance-llm]
 """
+
+
+@pytest.fixture
+def state_url(tmp_path: Path) -> str:
+    """A state store of the test's own; test_store.py nests it deeper to test folder creation."""
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture
+async def store(state_url: str) -> AsyncIterator[Store]:
+    async with await open_store(state_url) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,8 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -25,17 +24,6 @@ from geogate.store import KeyRecord, Store, open_store
 
 ALICE = "alice@example.com"
 DAY = 86400.0
-
-
-@pytest.fixture
-def state_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-@pytest.fixture
-async def store(state_url: str) -> AsyncIterator[Store]:
-    async with await open_store(state_url) as opened:
-        yield opened
 
 
 class Lookups:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -16,16 +14,9 @@ from geogate.store.models import User
 ALICE = "alice@example.eu"
 
 
-@pytest.fixture
-def state_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-@pytest.fixture
-async def store(state_url: str) -> AsyncIterator[Store]:
-    async with await open_store(state_url) as opened:
-        await opened.create_key(ALICE, groups=[], expires_in=3600)
-        yield opened
+@pytest.fixture(autouse=True)
+async def alice(store: Store) -> None:
+    await store.create_key(ALICE, groups=[], expires_in=3600)
 
 
 async def test_directory_changes_move_the_marker_and_nothing_else_does(

@@ -6,7 +6,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -111,17 +110,6 @@ class Scim:
     async def patch(self, kind: str, resource_id: str, *operations: dict[str, Any]) -> Answer:
         body = {"schemas": [PATCH], "Operations": list(operations)}
         return await self.call("PATCH", f"/{kind}/{resource_id}", body)
-
-
-@pytest.fixture
-def state_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/state.db"
-
-
-@pytest.fixture
-async def store(state_url: str) -> AsyncIterator[Store]:
-    async with await open_store(state_url) as opened:
-        yield opened
 
 
 @pytest.fixture

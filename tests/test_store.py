@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,12 +38,6 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def state_url(db_path: Path) -> str:
     return f"sqlite:///{db_path}"
-
-
-@pytest.fixture
-async def store(state_url: str) -> AsyncIterator[Store]:
-    async with await open_store(state_url) as opened:
-        yield opened
 
 
 def file_bytes(db_path: Path) -> bytes:

@@ -17,7 +17,6 @@ import base64
 import binascii
 import contextlib
 import http.client
-import ipaddress
 import json
 import os
 import socket
@@ -35,7 +34,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from pydantic import BaseModel
 
 from geogate.cli.common import fail
-from geogate.config import Config, parse_duration
+from geogate.config import Config, is_loopback, parse_duration
 from geogate.identity.accounts import AccountError, Accounts
 from geogate.identity.schemas import Key, ServiceAccount, User
 from geogate.store import StoreError, open_store
@@ -47,7 +46,6 @@ HTTP_TIMEOUT = 30.0
 EXPIRY_MARGIN = 30.0
 """Refresh a saved token this many seconds before it expires, so it does not expire in flight."""
 CREDENTIALS_ENV = "GEOGATE_CREDENTIALS"
-_LOOPBACK_NAMES = {"localhost"}
 
 
 class AdminError(Exception):
@@ -243,21 +241,12 @@ def checked_url(url: str, name: str) -> str:
         host = None
     if host is None or parts.scheme not in ("https", "http"):
         raise AdminError(f"{name} {url!r} is not a URL such as https://gateway.example.com.")
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         raise AdminError(
             f"{name} {url} uses plain http, which would send tokens in clear; use https "
             "(plain http is only allowed to 127.0.0.1, ::1 or localhost)."
         )
     return url.strip()
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

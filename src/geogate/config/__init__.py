@@ -46,7 +46,7 @@ from geogate.config.model import (
     parse_duration,
     parse_size,
 )
-from geogate.config.references import BUILTIN_ENTITIES
+from geogate.config.references import BUILTIN_ENTITIES, is_loopback
 
 __all__ = [
     "BUILTIN_ENTITIES",
@@ -83,6 +83,7 @@ __all__ = [
     "Timeouts",
     "Tls",
     "check_config",
+    "is_loopback",
     "load_config",
     "parse_config",
     "parse_duration",

@@ -74,7 +74,7 @@ def _check_connections(document: Document, config: Config) -> None:
         region = connection.region or ""
         if (
             url.scheme == "http"
-            and not _is_loopback(url.hostname or "")
+            and not is_loopback(url.hostname or "")
             and not (region.startswith("onprem:"))
         ):
             document.error(
@@ -92,7 +92,7 @@ def _check_identity(document: Document, config: Config) -> None:
     for index, issuer in enumerate(identity.oidc):
         loc: Loc = ("identity", "oidc", index, "issuer")
         url = urlsplit(issuer.issuer)
-        loopback = _is_loopback(url.hostname or "")
+        loopback = is_loopback(url.hostname or "")
         if url.scheme != "https" and not (url.scheme == "http" and loopback):
             document.error(
                 loc,
@@ -131,7 +131,8 @@ def _check_identity(document: Document, config: Config) -> None:
             )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether a URL's host is this machine: the one place plain http:// is acceptable."""
     if host.lower() == "localhost":
         return True
     try:

@@ -36,7 +36,7 @@ from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
-from geogate.config import OidcIssuer
+from geogate.config import OidcIssuer, is_loopback
 from geogate.identity.principal import AuthError
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ def _acceptable_url(url: str) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "https":
         return bool(parts.hostname)
-    return parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "::1", "localhost")
+    return parts.scheme == "http" and is_loopback(parts.hostname or "")
 
 
 def _claims_problem(exc: JoseError, issuer: str) -> str:
