@@ -253,3 +253,45 @@ def test_sign_in_is_not_offered_when_not_configured(tmp_path: Path) -> None:
         assert "not configured" in requests.get(gateway.base_url + "/login", timeout=10).text
         assert requests.get(gateway.base_url + "/login/oidc", timeout=10).status_code == 404
         assert requests.get(gateway.base_url + "/saml/metadata", timeout=10).status_code == 404
+
+
+def test_cookies_are_secure_when_browsers_use_https(
+    tmp_path: Path, idp: OidcIdp, saml_idp: SamlIdp
+) -> None:
+    """Behind a TLS-terminating proxy (`public_url: https://...`) every cookie is `Secure`."""
+    public = "https://gw.example.test"
+    client = idp.register_client(
+        redirect_uris=[public + "/auth/callback"],
+        grant_types=["authorization_code"],
+        response_types=["code"],
+        token_endpoint_auth_method="client_secret_basic",
+    )
+    policy = POLICY.format(
+        base=public,
+        issuer=idp.issuer,
+        client_id=client["client_id"],
+        client_secret=client["client_secret"],
+        saml_metadata=saml_idp.metadata_path,
+    )
+    with run_gateway(tmp_path, policy) as gateway:
+        browser = requests.Session()
+        back = idp.browser_login(gateway.base_url + "/login/oidc", "ann", session=browser)
+        callback = urlsplit(back.headers["location"])
+        assert f"{callback.scheme}://{callback.netloc}" == public
+        flow = browser.cookies.get("geogate_oidc_flow")
+        assert flow  # kept by the cookie jar, which will not send a Secure cookie over http
+        landed = requests.get(
+            f"{gateway.base_url}{callback.path}?{callback.query}",
+            headers={"Cookie": f"geogate_oidc_flow={flow}"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert landed.status_code == 303, landed.text
+        session_cookie = landed.headers["set-cookie"].lower()
+        assert "geogate_session=" in session_cookie
+        assert "secure" in session_cookie and "httponly" in session_cookie
+        saml_start = requests.get(
+            gateway.base_url + "/saml/login", allow_redirects=False, timeout=10
+        )
+        saml_cookie = saml_start.headers["set-cookie"].lower()
+        assert "secure" in saml_cookie and "samesite=none" in saml_cookie

@@ -189,7 +189,7 @@ class Console:
             )
         except AuthError as exc:
             raise SignInError(exc.message, 401) from None
-        response = await self._signed_in(verified.user, verified.groups, "oidc")
+        response = await self._signed_in(request, verified.user, verified.groups, "oidc")
         response.delete_cookie(_OIDC_FLOW_COOKIE, path="/auth")
         return response
 
@@ -270,7 +270,7 @@ class Console:
             f"saml:{identity.assertion_id}", identity.expires_at
         ):
             raise SignInError("This SAML assertion was already used; sign in again.", 401)
-        response = await self._signed_in(identity.user, identity.groups, "saml")
+        response = await self._signed_in(request, identity.user, identity.groups, "saml")
         response.delete_cookie(_SAML_FLOW_COOKIE, path="/saml")
         return response
 
@@ -291,7 +291,9 @@ class Console:
 
     # --- shared ------------------------------------------------------------------------------
 
-    async def _signed_in(self, user: str, groups: frozenset[str], method: str) -> Response:
+    async def _signed_in(
+        self, request: Request, user: str, groups: frozenset[str], method: str
+    ) -> Response:
         try:
             await self._runtime.directory.check(user)
         except AuthError as exc:
@@ -308,7 +310,7 @@ class Console:
             max_age=int(self._login.session_lifetime),
             path="/",
             httponly=True,
-            secure=self._secure,
+            secure=self._secure(request),
             samesite="lax",
         )
         return response
@@ -316,10 +318,12 @@ class Console:
     def _base(self, request: Request) -> str:
         return base_url(self._runtime, request.scope["headers"], request.url.scheme)
 
-    @property
-    def _secure(self) -> bool:
-        public = self._runtime.config.gateway.public_url
-        return public is not None and urlsplit(public).scheme == "https"
+    def _secure(self, request: Request) -> bool:
+        """Cookies are `Secure` whenever browsers reach the gateway over https.
+
+        Over plain http (a laptop, a test) a `Secure` cookie would be dropped by most clients.
+        """
+        return urlsplit(self._base(request)).scheme == "https"
 
     def _flow_cookie(
         self,
@@ -332,7 +336,7 @@ class Console:
         cross_site: bool = False,
     ) -> None:
         """A sign-in flow's secrets; a SAML IdP posts back cross-site, which needs SameSite=None."""
-        secure = self._secure or request.url.scheme == "https"
+        secure = self._secure(request)
         response.set_cookie(
             name,
             value,
