@@ -148,11 +148,20 @@ def test_bad_key_requests_say_why(
 def test_unknown_things_are_404(gw: Gateway, admin: dict[str, str]) -> None:
     for method, path in [
         ("GET", "/api/v1/users/nobody@example.eu"),
-        ("POST", "/api/v1/users/nobody@example.eu/deactivate"),
+        ("POST", "/api/v1/users/nobody@example.eu/activate"),
         ("DELETE", "/api/v1/keys/key_000000000000"),
     ]:
         refused = api(gw, method, path, admin)
         assert (refused.status_code, refused.json()["error"]["code"]) == (404, "not_found"), path
+
+
+def test_deactivating_someone_not_seen_yet_blocks_them_in_advance(
+    gw: Gateway, admin: dict[str, str]
+) -> None:
+    blocked = api(gw, "POST", "/api/v1/users/future-leaver@example.eu/deactivate", admin)
+    assert blocked.status_code == 200 and blocked.json()["active"] is False
+    bad = api(gw, "POST", "/api/v1/users/has%20space/deactivate", admin)
+    assert bad.status_code == 400 and "not a user name" in bad.json()["error"]["message"]
 
 
 def test_malformed_json_is_a_clear_400(gw: Gateway, admin: dict[str, str]) -> None:

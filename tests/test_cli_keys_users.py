@@ -206,11 +206,19 @@ def test_users_list_deactivate_activate(config: Config) -> None:
     assert authenticate(config, str(created["key"])).user == ALICE
 
 
-@pytest.mark.parametrize("command", ["activate", "deactivate"])
-def test_unknown_users_are_reported(config: Config, command: str) -> None:
-    code, _, err = invoke(users.app, command, "nobody@example.com")
+def test_unknown_users_are_reported(config: Config) -> None:
+    code, _, err = invoke(users.app, "activate", "nobody@example.com")
     assert code == 1
     assert "No user 'nobody@example.com'" in err
+
+
+def test_a_user_not_seen_yet_can_be_blocked_in_advance(config: Config) -> None:
+    code, _, _ = invoke(users.app, "deactivate", "leaver@example.com")
+    assert code == 0
+    code, out, _ = invoke(users.app, "list", "--json")
+    assert {"name": "leaver@example.com", "active": False}.items() <= json.loads(out)[0].items()
+    code, _, err = invoke(users.app, "deactivate", "not a name")
+    assert code == 1 and "not a user name" in err
 
 
 def test_an_unusable_state_url_is_reported(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:

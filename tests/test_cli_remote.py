@@ -196,7 +196,7 @@ def test_refusals_show_the_gateways_message(gw: Gateway, admin_key: str) -> None
     code, out, err = remote(gw, admin_key, "keys", "create", "--owner", BOB, "--expires", "30d")
     assert code == 1 and "gk_" not in out
     assert "identity.api_keys.max_lifetime (7d)" in err
-    code, _, err = remote(gw, admin_key, "users", "deactivate", "nobody@example.com")
+    code, _, err = remote(gw, admin_key, "users", "activate", "nobody@example.com")
     assert code == 1 and "No user 'nobody@example.com'" in err
     code, _, err = remote(gw, admin_key, "keys", "revoke", "key_nosuchkey00")
     assert code == 1 and "No API key 'key_nosuchkey00'" in err

@@ -212,6 +212,11 @@ async def test_users_deactivate_and_reactivate(store: Store) -> None:
     [back] = await store.list_users()
     assert back.active and back.deactivated_at is None
     assert not await store.set_user_active("nobody@example.com", False)
+    assert not await store.set_user_active("nobody@example.com", True, create=True)
+    assert await store.set_user_active("leaver@example.com", False, create=True)
+    assert [(u.name, u.active) for u in await store.list_users() if u.name != ALICE] == [
+        ("leaver@example.com", False)
+    ]
 
 
 async def test_a_deactivated_user_gets_no_new_keys(store: Store) -> None:

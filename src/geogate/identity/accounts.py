@@ -74,10 +74,15 @@ class Accounts:
             )
 
     async def set_active(self, user: str, active: bool, *, actor: str) -> None:
-        if not await self._store.set_user_active(user, active, actor=actor):
+        """Deactivating someone not seen yet blocks them in advance (offboarding before use)."""
+        try:
+            known = await self._store.set_user_active(user, active, actor=actor, create=True)
+        except StoreError as exc:
+            raise AccountError(str(exc)) from None
+        if not known:
             raise AccountError(
-                f"No user {user!r}; `geogate users list` shows the users (a user appears once "
-                "they get an API key, sign in, or are provisioned through SCIM).",
+                f"No user {user!r} to activate; `geogate users list` shows the users (a user "
+                "appears once they get an API key, sign in, or are provisioned through SCIM).",
                 not_found=True,
             )
 

@@ -387,14 +387,31 @@ class Store:
             row = (await conn.execute(query)).first()
         return None if row is None else UserInfo(*row)
 
-    async def set_user_active(self, name: str, active: bool, *, actor: str = "cli") -> bool:
+    async def set_user_active(
+        self, name: str, active: bool, *, actor: str = "cli", create: bool = False
+    ) -> bool:
         """(De)activate a user and so every key they own; False if there is no such user.
 
         A change of state is an audit event and moves the directory revision, which every
         worker polls, so tokens of a deactivated user stop working everywhere at once.
+        With `create`, deactivating a user the gateway has not seen yet records them as
+        deactivated, so their tokens are refused from their first call.
         """
         async with journal.changing(self._writer, self._signal) as conn:
             row = (await conn.execute(select(User.active).where(User.name == name))).first()
+            if row is None and create and not active:
+                check_user_name(name)
+                now = utc_now()
+                await conn.execute(
+                    insert(User).values(name=name, active=False, created_at=now, deactivated_at=now)
+                )
+                events = [
+                    Event("user.created", actor, name),
+                    Event("user.deactivated", actor, name),
+                ]
+                await journal.write_events(conn, events)
+                await journal.bump(conn)
+                return True
             if row is None:
                 return False
             if row[0] != active:
