@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 import pytest
@@ -42,10 +43,15 @@ identity:
 connections:
   oai: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: demo-upstream-key}}}}
   ledger: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: demo-upstream-key}}}}
+  claude:
+    type: anthropic
+    url: "{demo}"
+    region: onprem:test-eu
+    credentials: {{header: {{x-api-key: demo-upstream-key}}}}
 policies:
   - name: support
     subjects: {{groups: [support-eu]}}
-    connections: [oai]
+    connections: [oai, claude]
   - name: finance
     subjects: {{groups: [finance]}}
     connections: [ledger]
@@ -92,6 +98,26 @@ def assert_unauthenticated(gw: Gateway, token: str, fragment: str = "") -> None:
 @pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])
 def test_a_real_token_with_groups_is_allowed(gw: Gateway, idp: OidcIdp, alg: str) -> None:
     assert chat(gw, idp.machine_token("bot@example.eu", ["support-eu"], alg=alg))
+
+
+def test_the_anthropic_sdk_sends_a_token_as_its_api_key(gw: Gateway, idp: OidcIdp) -> None:
+    """The SDK puts the token in `x-api-key`; streaming works as with a gateway key."""
+    client = anthropic.Anthropic(
+        base_url=gw.url("claude"),
+        api_key=idp.machine_token("bot@example.eu", ["support-eu"]),
+        max_retries=0,
+    )
+    messages: Any = [{"role": "user", "content": "hi"}]
+    with client.messages.stream(model="demo", max_tokens=32, messages=messages) as stream:
+        assert "".join(stream.text_stream)
+    expired = anthropic.Anthropic(
+        base_url=gw.url("claude"),
+        api_key=idp.sign(claims(idp, exp=int(time.time()) - 3600)),
+        max_retries=0,
+    )
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        expired.messages.create(model="demo", max_tokens=32, messages=messages)
+    assert "expired" in caught.value.message
 
 
 def test_a_token_without_the_group_is_not_granted(gw: Gateway, idp: OidcIdp) -> None:
