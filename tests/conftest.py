@@ -46,7 +46,6 @@ connections:
   masked-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu}}
   reviewed-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu}}
   agent-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, agent: dc1}}
-  undeclared: {{type: openai, url: "{demo}/v1"}}
   small: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, max_body: 2KB, credentials: {{bearer: {key}}}}}
   small-raw: {{type: http, url: "{whoami}", region: onprem:test-eu, max_body: 2KB}}
   gated: {{type: openai, url: "{gated}/v1", region: onprem:test-eu}}
@@ -72,7 +71,7 @@ policies:
     review: {{approvers: {{groups: [security]}}}}
   - name: support-eu
     subjects: {{groups: [support-eu]}}
-    connections: [oai, claude, raw, us-llm, agent-llm, undeclared, small, small-raw, gated, gated-claude,
+    connections: [oai, claude, raw, us-llm, agent-llm, small, small-raw, gated, gated-claude,
                   hang, stall, garbage, reset, refused, whoami,
                   endless, bad-ca, quick-answer]
     regions: [eu]

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -35,12 +36,24 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def run_asgi(app: ASGIApp, port: int = 0) -> Iterator[str]:
-    """Serve `app` on `http://127.0.0.1:PORT` (a free one by default) and yield that base URL."""
+def run_asgi(
+    app: ASGIApp,
+    port: int = 0,
+    *,
+    host: str = "127.0.0.1",
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+) -> Iterator[str]:
+    """Serve `app` on `http://HOST:PORT` (a free port by default) and yield that base URL.
+
+    With `certfile` and `keyfile` it serves https (see tests/tls.py for a test CA).
+    """
     config = uvicorn.Config(
         app,
-        host="127.0.0.1",
+        host=host,
         port=port,
+        ssl_certfile=None if certfile is None else str(certfile),
+        ssl_keyfile=None if keyfile is None else str(keyfile),
         log_level="warning",
         timeout_graceful_shutdown=1,
     )
@@ -50,7 +63,7 @@ def run_asgi(app: ASGIApp, port: int = 0) -> Iterator[str]:
     try:
         _wait_started(server, thread)
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'http' if certfile is None else 'https'}://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(STOP_TIMEOUT)

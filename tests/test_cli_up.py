@@ -124,7 +124,7 @@ def test_up_reports_an_unusable_state_store(tmp_path: Path) -> None:
 
 def test_up_refuses_an_unreadable_ca_file(tmp_path: Path) -> None:
     (tmp_path / "geogate.yaml").write_text(
-        "version: 1\nconnections:\n  llm:\n    type: openai\n    url: https://x.example.com\n"
+        "version: 1\nconnections:\n  llm:\n    type: openai\n    url: https://eu.api.openai.com/v1\n"
         "    tls: {ca_file: missing-ca.pem}\n"
     )
     result = geogate("up", cwd=tmp_path)

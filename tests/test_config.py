@@ -823,7 +823,7 @@ def test_all_problems_reported_sorted_by_line() -> None:
             regions: [atlantis]
         """
     problems = errors(text)
-    assert [problem.line for problem in problems] == [3, 5, 9, 10]
+    assert [problem.line for problem in problems] == [3, 5, 5, 9, 10]  # line 5: http, no region
 
 
 def test_schema_errors_are_all_reported_together() -> None:
@@ -993,7 +993,7 @@ def test_missing_variable_reported_once_per_place() -> None:
         connections:
           llm:
             type: openai
-            url: https://x.example.com
+            url: https://eu.api.openai.com/v1
             credentials: {bearer: "${MISSING}"}
         """
     problems = errors(text, env={})
@@ -1009,7 +1009,7 @@ def test_empty_variable_names_the_variable() -> None:
         connections:
           llm:
             type: openai
-            url: https://x.example.com
+            url: https://eu.api.openai.com/v1
             credentials: {bearer: "${API_KEY}"}
         """
     (problem,) = errors(text, env={"API_KEY": ""})
@@ -1099,7 +1099,7 @@ gateway:
 connections:
   llm:
     type: openai
-    url: https://x.example.com
+    url: https://eu.api.openai.com/v1
     tls: {{ca_file: {ca_file}}}
 """
 
@@ -1182,17 +1182,16 @@ def test_base_config_loads() -> None:
 @pytest.mark.parametrize(
     ("url", "region"),
     [
-        ("http://127.0.0.1:8090/v1", None),
-        ("http://localhost:8090", None),
-        ("http://[::1]:8090", None),
+        ("http://127.0.0.1:8090/v1", "aws:eu-central-1"),  # e.g. a local tunnel to a cloud
+        ("http://localhost:8090", "aws:eu-central-1"),
+        ("http://[::1]:8090", "aws:eu-central-1"),
         ("http://llm.corp.example.eu/v1", "onprem:dc1"),
     ],
 )
-def test_plain_http_allowed_for_loopback_and_onprem(url: str, region: str | None) -> None:
-    region_line = f"\n    region: {region}" if region else ""
+def test_plain_http_allowed_for_loopback_and_onprem(url: str, region: str) -> None:
     text = (
         "version: 1\nregions:\n  onprem:dc1: {jurisdiction: eu}\nconnections:\n  llm:\n"
-        f"    type: http\n    url: {url}{region_line}\n    credentials: none\n"
+        f"    type: http\n    url: {url}\n    region: {region}\n    credentials: none\n"
     )
     assert parse_config(text, env={}).connections["llm"].url == url
 
@@ -1200,7 +1199,7 @@ def test_plain_http_allowed_for_loopback_and_onprem(url: str, region: str | None
 def test_check_config_without_extras_has_no_notes(tmp_path: Path) -> None:
     path = tmp_path / "geogate.yaml"
     path.write_text(
-        "version: 1\nconnections:\n  llm: {type: openai, url: 'https://x.example.com'}\n"
+        "version: 1\nconnections:\n  llm: {type: openai, url: 'https://eu.api.openai.com/v1'}\n"
     )
     result = check_config(path, env={})
     assert (result.errors, result.notes) == ([], [])
@@ -1210,7 +1209,8 @@ def test_check_config_without_extras_has_no_notes(tmp_path: Path) -> None:
 def test_check_config_notes_unsupported_types_at_their_line(tmp_path: Path) -> None:
     path = tmp_path / "geogate.yaml"
     path.write_text(
-        "version: 1\nconnections:\n  br:\n    type: bedrock\n    url: https://x.example.com\n"
+        "version: 1\nconnections:\n  br:\n    type: bedrock\n"
+        "    url: https://bedrock-runtime.eu-central-1.amazonaws.com\n"
     )
     (note,) = check_config(path, env={}).notes
     assert note.line == 4

@@ -118,7 +118,6 @@ def test_other_group_is_allowed_there(gateway: Gateway) -> None:
     ("connection", "code"),
     [
         ("us-llm", "region_not_allowed"),
-        ("undeclared", "region_unverified"),
         ("masked-llm", "data_blocked"),
         ("reviewed-llm", "approval_required"),
     ],

@@ -42,7 +42,7 @@ def test_chat_completion(client: openai.OpenAI) -> None:
     assert completion.choices[0].message.content == ECHO
     assert raw.headers["x-geogate-request-id"].startswith("req_")
     assert raw.headers["x-geogate-session-id"] == raw.headers["x-geogate-request-id"]
-    assert raw.headers["x-geogate-region"] == "onprem:test-eu"
+    assert raw.headers["x-geogate-region"].startswith("onprem:test-eu; by=cidr; address=127.0.0.1")
 
 
 def test_chat_completion_streaming(client: openai.OpenAI) -> None:

@@ -7,14 +7,20 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from geogate.config import Timeouts
+from geogate.residency import Evidence
+
+UpstreamErrorCode = Literal["upstream_error", "upstream_timeout", "region_unverified"]
 
 
 class UpstreamError(Exception):
-    """The target failed, reset or timed out; `code` is the SPEC §3 code to answer with."""
+    """The target failed, reset, timed out or could not be proven to be in its region.
 
-    def __init__(self, code: Literal["upstream_error", "upstream_timeout"], message: str) -> None:
+    `code` is the SPEC §3 code to answer with.
+    """
+
+    def __init__(self, code: UpstreamErrorCode, message: str) -> None:
         super().__init__(message)
-        self.code: Literal["upstream_error", "upstream_timeout"] = code
+        self.code: UpstreamErrorCode = code
         self.message = message
 
 
@@ -28,12 +34,16 @@ class UpstreamRequest:
     body: bytes | AsyncIterable[bytes]
     timeouts: Timeouts
     ca_file: str | None = None
+    region: str | None = None
+    """The region every address of the target must be proven to be in; None: not checked."""
 
 
 class UpstreamResponse(Protocol):
     status: int
     headers: list[tuple[bytes, bytes]]
     """Raw response headers as received (hop-by-hop ones included; the gateway filters)."""
+    evidence: Evidence | None
+    """Why the response is known to come from the request's region (None when not checked)."""
 
     def body(self) -> AsyncIterator[bytes]:
         """The body as it arrives; raises `UpstreamError` on a reset or an idle timeout."""

@@ -1,19 +1,30 @@
-"""The in-process executor: a pooled aiohttp client that sends exactly what the gateway built."""
+"""The in-process executor: a pooled aiohttp client that sends exactly what the gateway built.
+
+It resolves target host names itself and checks every answer against the connection's region
+before a socket is opened (`DestinationCheck`); aiohttp then connects to exactly those checked
+addresses, with TLS still verified against the host name, so a DNS answer that changes later
+(rebinding) is checked again and cannot divert the call. Each region has its own pool, so a
+pooled connection is only ever reused for the region it was proven for.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import socket
 import ssl
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from functools import cache
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.connector import Connection
 from yarl import URL
 
 from geogate.agent.executor import UpstreamError, UpstreamRequest
+from geogate.residency import DestinationCheck, Evidence, RegionUnverified
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -51,6 +62,41 @@ class StaticResolver(AbstractResolver):
         await self._fallback.close()
 
 
+class VerifyingResolver(AbstractResolver):
+    """Resolves through `inner`, then proves every answer is in `region` (or refuses them all)."""
+
+    def __init__(self, inner: AbstractResolver, region: str, check: DestinationCheck) -> None:
+        self._inner = inner
+        self._region = region
+        self._check = check
+        self.evidence: dict[str, Evidence] = {}
+        """Evidence per address handed to aiohttp; looked up by the address it connected to."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        for answer in answers:
+            address = answer["host"]
+            self.evidence[address] = self._check.verify(
+                self._region, host, ipaddress.ip_address(address)
+            )
+        return answers
+
+    def check_literal(self, host: str) -> None:
+        """A URL naming an IP address skips the resolver: prove that address here instead."""
+        if host in self.evidence:
+            return
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return  # a name: the resolver checks its answers
+        self.evidence[str(address)] = self._check.verify(self._region, host, address)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 @cache
 def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     """System trust plus the connection's own CA; verification is never turned off."""
@@ -80,8 +126,14 @@ class _Response:
     a stream of many small SSE events pays a clock read per chunk, not a timer.
     """
 
-    def __init__(self, response: aiohttp.ClientResponse, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        idle_timeout: float,
+        evidence: Evidence | None,
+    ) -> None:
         self._response = response
+        self.evidence = evidence
         self._idle_timeout = idle_timeout
         self._loop = asyncio.get_running_loop()
         self._waiting_since: float | None = None
@@ -143,27 +195,53 @@ class _Response:
 
 
 class LocalExecutor:
-    """Sends from this process through one pooled client session (connections are reused)."""
+    """Sends from this process through pooled client sessions, one per target region."""
 
-    def __init__(self, resolve: Mapping[str, Sequence[IpAddress]] | None = None) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=1024,
-            limit_per_host=0,
-            keepalive_timeout=60,
-            ttl_dns_cache=10,
-            resolver=StaticResolver(resolve or {}),
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            trust_env=False,  # proxy variables must never divert a call
-            auto_decompress=False,  # bytes pass through as the target encoded them
-            skip_auto_headers=_NO_AUTO_HEADERS,
-            cookie_jar=aiohttp.DummyCookieJar(),  # one caller's cookies never reach another
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
+    def __init__(
+        self,
+        resolve: Mapping[str, Sequence[IpAddress]] | None = None,
+        check: DestinationCheck | None = None,
+    ) -> None:
+        """`resolve` answers first for its names (like curl --resolve); `check` proves regions."""
+        self._answers = dict(resolve or {})
+        self._check = check
+        self._pools: dict[str | None, tuple[aiohttp.ClientSession, VerifyingResolver | None]] = {}
+
+    def _pool(self, region: str | None) -> tuple[aiohttp.ClientSession, VerifyingResolver | None]:
+        pool = self._pools.get(region)
+        if pool is None:
+            resolver: AbstractResolver = StaticResolver(self._answers)
+            verifying = None
+            if region is not None and self._check is not None:
+                resolver = verifying = VerifyingResolver(resolver, region, self._check)
+            connector = aiohttp.TCPConnector(
+                limit=1024,
+                limit_per_host=0,
+                keepalive_timeout=60,
+                ttl_dns_cache=10,
+                resolver=resolver,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                trust_env=False,  # proxy variables must never divert a call
+                auto_decompress=False,  # bytes pass through as the target encoded them
+                skip_auto_headers=_NO_AUTO_HEADERS,
+                cookie_jar=aiohttp.DummyCookieJar(),  # one caller's cookies never reach another
+                timeout=aiohttp.ClientTimeout(total=None),
+                request_class=_PeerRecordingRequest,
+            )
+            pool = self._pools[region] = (session, verifying)
+        return pool
 
     async def send(self, request: UpstreamRequest) -> _Response:
         timeouts = request.timeouts
+        session, verifying = self._pool(request.region)
+        url = URL(request.url, encoded=True)
+        if verifying is not None:
+            try:
+                verifying.check_literal(url.host or "")
+            except RegionUnverified as exc:
+                raise _unverified(request, exc) from None
         try:
             tls = _tls_context(request.ca_file)
         except (OSError, ssl.SSLError) as exc:
@@ -186,9 +264,9 @@ class LocalExecutor:
                     data: bytes | AsyncIterable[bytes] = request.body
                 else:
                     data = _then(request.body, start_clock)
-                response = await self._session.request(
+                response = await session.request(
                     request.method,
-                    URL(request.url, encoded=True),
+                    url,
                     headers=request.headers,
                     data=data,
                     allow_redirects=False,
@@ -214,6 +292,8 @@ class LocalExecutor:
                 f"be verified ({exc.certificate_error}); the call was not sent.",
             ) from exc
         except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RegionUnverified):
+                raise _unverified(request, exc.os_error) from None
             raise UpstreamError(
                 "upstream_error",
                 f"Could not connect to the target of connection {request.connection!r} "
@@ -225,7 +305,52 @@ class LocalExecutor:
                 f"The target of connection {request.connection!r} failed before answering "
                 f"({type(exc).__name__}).",
             ) from exc
-        return _Response(response, timeouts.idle)
+        return _Response(response, timeouts.idle, _evidence(response, verifying))
 
     async def close(self) -> None:
-        await self._session.close()
+        for session, _ in self._pools.values():
+            await session.close()
+
+
+def _unverified(request: UpstreamRequest, exc: RegionUnverified) -> UpstreamError:
+    return UpstreamError(
+        "region_unverified",
+        f"The target of connection {request.connection!r} cannot be proven to be in "
+        f"{request.region}: {exc.message}; the call was not sent.",
+    )
+
+
+class _PeerRecordingRequest(aiohttp.ClientRequest):
+    """Notes which address the request went to, and its certificate, while the socket is open.
+
+    A small response can be complete, and its socket pooled or closed, by the time the headers
+    are handed over; the request sees the live connection, so it is asked instead.
+    """
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        transport = conn.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        tls = transport.get_extra_info("ssl_object") if transport is not None else None
+        certificate = tls.getpeercert(binary_form=True) if tls is not None else None
+        response = await super().send(conn)
+        _PEERS[response] = (
+            peer[0] if peer else None,
+            hashlib.sha256(certificate).hexdigest() if certificate else None,
+        )
+        return response
+
+
+_PEERS: weakref.WeakKeyDictionary[aiohttp.ClientResponse, tuple[str | None, str | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _evidence(
+    response: aiohttp.ClientResponse, verifying: VerifyingResolver | None
+) -> Evidence | None:
+    """The evidence for the address this response came from, with the certificate's hash."""
+    if verifying is None:
+        return None
+    address, certificate = _PEERS.pop(response, (None, None))
+    evidence = verifying.evidence.get(address) if address is not None else None
+    return None if evidence is None else evidence.with_certificate(certificate)

@@ -18,6 +18,7 @@ from geogate.config.model import Config, Connection
 from geogate.config.references import check_references
 from geogate.config.source import MAX_BYTES, Document, Loc, read_document
 from geogate.config.validate import validate
+from geogate.residency import attribute_url
 
 SUPPORTED_TYPES = frozenset({"openai", "anthropic", "http"})
 """Connection types this version can forward; the others load but their calls are refused."""
@@ -119,7 +120,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         }
     )
     connections = {
-        name: _resolve_ca_file(connection, base) for name, connection in config.connections.items()
+        name: _attribute_region(_resolve_ca_file(connection, base))
+        for name, connection in config.connections.items()
     }
     identity = config.identity
     if identity.login.saml is not None:
@@ -131,6 +133,20 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return config.model_copy(
         update={"gateway": gateway, "connections": connections, "identity": identity}
     )
+
+
+def _attribute_region(connection: Connection) -> Connection:
+    """A connection without `region` gets the one its provider URL names, so policy decisions
+    and hops downstream see it; `check_references` has made sure there is one.
+
+    Whether a region was attributed or declared is not stored: `attribute_url(connection.url)`
+    tells, and when both exist they agree."""
+    if connection.region is not None:
+        return connection
+    attribution = attribute_url(connection.url)
+    if attribution is None:
+        return connection
+    return connection.model_copy(update={"region": attribution.region})
 
 
 def _resolve_ca_file(connection: Connection, base: Path) -> Connection:
@@ -209,6 +225,7 @@ def _add_notes(document: Document, config: Config) -> None:
             residency_noted = True
             document.note(
                 (*loc, "regions"),
-                "regions are enforced against the declared regions of the gateway, connections "
-                "and recording store; destination addresses (DNS/IP evidence) are not verified yet",
+                "regions are enforced against the regions of the gateway, connections (declared, "
+                "or named by a provider's URL) and recording store; destination addresses "
+                "(DNS/IP evidence) are not verified yet",
             )

@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 from geogate.config.model import Config, Credentials
 from geogate.config.source import Document, Loc
-from geogate.residency import Catalog, CatalogError, catalog_for
+from geogate.residency import (
+    Attribution,
+    Catalog,
+    CatalogError,
+    Unattributable,
+    catalog_for,
+    classify_url,
+)
 
 BUILTIN_ENTITIES = frozenset(
     {
@@ -42,6 +49,7 @@ _GLOB = re.compile(r"[*?\[]")
 def check_references(document: Document, config: Config) -> None:
     """Add every cross-reference problem to `document`."""
     _check_connections(document, config)
+    _check_connection_regions(document, config)
     _check_policies(document, config)
     _check_masking(document, config)
     _check_resolve(document, config)
@@ -84,6 +92,48 @@ def _check_connections(document: Document, config: Config) -> None:
             )
         if connection.credentials is not None:
             _check_credentials(document, (*loc, "credentials"), connection.credentials)
+
+
+def _check_connection_regions(document: Document, config: Config) -> None:
+    """Every target's region is known: named by a provider's URL, or declared, never both apart.
+
+    A declared region that contradicts the URL would make the gateway vouch for the wrong place;
+    a URL GeoGate cannot place, without a declared region, would leave a hop it cannot prove.
+    """
+    for name, connection in config.connections.items():
+        loc: Loc = ("connections", name)
+        url_loc: Loc = (*loc, "url")
+        if url_loc in document.unresolved:
+            continue  # the missing variable is reported; the URL is not what the user wrote
+        verdict = classify_url(connection.url)
+        url = document.show(url_loc, connection.url)
+        if connection.region is not None:
+            region_loc: Loc = (*loc, "region")
+            declared = document.show(region_loc, connection.region)
+            if isinstance(verdict, Attribution) and verdict.region != connection.region:
+                document.error(
+                    region_loc,
+                    f"url {url} says {verdict.region}, but region says {declared}; remove "
+                    "`region` or fix the URL",
+                )
+            elif isinstance(verdict, Unattributable) and verdict.named_region not in (
+                None,
+                connection.region,
+            ):
+                document.error(
+                    region_loc,
+                    f"url {url} names {verdict.named_region}, which is not in the region "
+                    f"catalog, so region {declared} cannot be where it goes; fix the URL",
+                )
+        elif isinstance(verdict, Unattributable):
+            document.error(url_loc, f"no region is declared, and {verdict.reason}")
+        elif verdict is None:
+            host = urlsplit(connection.url).hostname or connection.url
+            document.error(
+                url_loc,
+                f"no region is declared, and host {host} is not one GeoGate can attribute to a "
+                "region; declare `region:` (an onprem: region for your own servers)",
+            )
 
 
 def _check_identity(document: Document, config: Config) -> None:

@@ -10,6 +10,7 @@ write-ahead record, masking) slot in between `decide` and `forward`.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import time
@@ -88,6 +89,8 @@ class DataPath:
             if not decision.allowed:
                 assert decision.code is not None
                 raise Refusal(decision.code, decision.message)
+            if decision.set_fields:
+                body.content = _with_fields(body.content, decision.set_fields)
             log.region = connection.region
 
             forwarded_at = time.perf_counter()
@@ -147,6 +150,7 @@ class DataPath:
             body=body.content,
             timeouts=connection.timeout,
             ca_file=connection.tls.ca_file,
+            region=connection.region,
         )
         try:
             return await self.runtime.executor.send(request)
@@ -184,8 +188,12 @@ class DataPath:
             (b"x-geogate-request-id", log.request_id.encode()),
             (b"x-geogate-session-id", log.session_id.encode()),
         ]
-        if log.region is not None:
-            headers.append((b"x-geogate-region", log.region.encode()))
+        evidence = upstream.evidence
+        if evidence is not None:
+            log.region, log.evidence = evidence.region, evidence.header()
+            headers.append((b"x-geogate-region", log.evidence.encode()))
+        elif log.region is not None:  # a target whose region was not checked says so
+            headers.append((b"x-geogate-region", f"{log.region}; by=declared".encode()))
         log.status = upstream.status
         try:
             await send(
@@ -324,6 +332,22 @@ async def _read_body(
     except RequestBodyError as exc:
         raise Refusal("bad_request", str(exc)) from None
     return _RequestBody(body, facts, streamed=False, size=size)
+
+
+def _with_fields(
+    content: bytes | AsyncIterator[bytes], fields: tuple[tuple[str, str], ...]
+) -> bytes:
+    """The JSON body with `fields` set at its top level (the policy needs them, e.g. a geo)."""
+    document = json.loads(content) if isinstance(content, bytes) else None
+    if not isinstance(document, dict):
+        names = ", ".join(name for name, _ in fields)
+        raise Refusal(
+            "bad_request",
+            f"The policy requires the gateway to set {names} in the request, which needs a "
+            "JSON object body.",
+        )
+    document.update(fields)
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _streamed_body(receive: Receive, first: bytes, limit: int) -> _RequestBody:

@@ -55,6 +55,8 @@ class CallLog:
     decision: str = "error"
     code: str | None = None
     region: str | None = None
+    evidence: str | None = None
+    """How the region was proven (the `x-geogate-region` value)."""
     status: int = 0
     latency_ms: float = 0.0
     added_ms: float = 0.0

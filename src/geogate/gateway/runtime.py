@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from geogate.agent import Executor, LocalExecutor
@@ -9,7 +10,12 @@ from geogate.config import Config, Connection
 from geogate.gateway.trail import RefusalTrail
 from geogate.identity import ApiKeyAuthenticator, Authenticator, DirectoryWatch, TokenVerifier
 from geogate.policy import CompiledPolicy, compile_policy
-from geogate.residency import catalog_for
+from geogate.residency import (
+    DestinationCheck,
+    address_ranges_path,
+    catalog_for,
+    load_address_book,
+)
 from geogate.store import Store, open_store
 
 
@@ -39,6 +45,11 @@ class Runtime:
 
     @classmethod
     async def start(cls, config: Config) -> Runtime:
+        catalog = catalog_for(config.regions, config.jurisdictions)
+        gateway = config.gateway
+        addresses = await asyncio.to_thread(
+            load_address_book, address_ranges_path(gateway.state, gateway.audit_key)
+        )
         store = await open_store(config.gateway.state)
         directory = DirectoryWatch(store)
         tokens = TokenVerifier(config.identity.oidc)
@@ -49,13 +60,13 @@ class Runtime:
             trail.start()
             return cls(
                 config=config,
-                policy=compile_policy(config, catalog_for(config.regions, config.jurisdictions)),
+                policy=compile_policy(config, catalog),
                 store=store,
                 authenticator=Authenticator(ApiKeyAuthenticator(store), tokens, directory),
                 directory=directory,
                 tokens=tokens,
                 trail=trail,
-                executor=LocalExecutor(config.gateway.resolve),
+                executor=LocalExecutor(gateway.resolve, DestinationCheck(catalog, addresses)),
                 credentials={
                     name: credential_headers(connection)
                     for name, connection in config.connections.items()

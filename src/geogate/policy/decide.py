@@ -14,12 +14,15 @@ from geogate.residency import Catalog
 
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
-    """What the protocol adapter read cheaply from the request; more facts come with residency."""
+    """What the protocol adapter read cheaply from the request."""
 
     model: str | None = None
+    geo: str | None = None
+    """A geography the request itself asks for: Anthropic's `inference_geo`."""
 
 
 _NO_FACTS = RequestFacts()
+_ANTHROPIC_GLOBAL = "anthropic:global"
 _MAX_CACHED_DECISIONS = 8192
 
 
@@ -41,6 +44,9 @@ class Decision:
     policy: Policy | None
     reasons: tuple[str, ...]
     hops: tuple[Hop, ...] = ()
+    set_fields: tuple[tuple[str, str], ...] = ()
+    """Top-level JSON fields the gateway sets in the request body before forwarding it, so
+    the target keeps the data where the policy needs it (e.g. Anthropic's `inference_geo`)."""
 
     @property
     def policy_name(self) -> str | None:
@@ -54,6 +60,7 @@ class Decision:
             "policy": self.policy_name,
             "reasons": list(self.reasons),
             "hops": [{"name": h.name, "region": h.region, "inside": h.inside} for h in self.hops],
+            "set_fields": dict(self.set_fields),
         }
 
 
@@ -110,11 +117,10 @@ class CompiledPolicy:
         if decision is None:
             if len(self._decisions) >= _MAX_CACHED_DECISIONS:
                 self._decisions.clear()
-            decision = self._decisions[key] = self._decide(principal, connection_name)
+            decision = self._decisions[key] = self._decide(principal, connection_name, key[2])
         return decision
 
-    def _decide(self, principal: Principal, connection_name: str) -> Decision:
-        # no rule reads request facts yet; residency facts arrive with URL attribution
+    def _decide(self, principal: Principal, connection_name: str, facts: RequestFacts) -> Decision:
         connection = self.config.connections.get(connection_name)
         if connection is None:
             return Decision(
@@ -129,7 +135,7 @@ class CompiledPolicy:
         for rule in self._rules_by_connection[connection_name]:
             if rule.subject_matches(principal):
                 reasons.append(f"policy {rule.policy.name!r} matches {_describe(principal)}")
-                return self._within_policy(rule, connection_name, connection, reasons)
+                return self._within_policy(rule, connection_name, connection, facts, reasons)
             reasons.append(rule.why_not(principal))
         if not reasons:
             reasons.append(f"no policy lists connection {connection_name!r}")
@@ -143,10 +149,18 @@ class CompiledPolicy:
         )
 
     def _within_policy(
-        self, rule: _Rule, name: str, connection: Connection, reasons: list[str]
+        self,
+        rule: _Rule,
+        name: str,
+        connection: Connection,
+        facts: RequestFacts,
+        reasons: list[str],
     ) -> Decision:
         policy = rule.policy
-        hops = self._hops(rule, connection)
+        target, set_fields, fact_reason = self._target_region(rule, connection, facts)
+        if fact_reason is not None:
+            reasons.append(fact_reason)
+        hops = self._hops(rule, target)
         for hop in hops:
             if hop.inside:
                 continue
@@ -180,17 +194,56 @@ class CompiledPolicy:
             reasons.append(message)
             return Decision(False, code, message, policy, tuple(reasons), hops)
         return Decision(
-            True, None, f"allowed by policy {policy.name!r}", policy, tuple(reasons), hops
+            True,
+            None,
+            f"allowed by policy {policy.name!r}",
+            policy,
+            tuple(reasons),
+            hops,
+            set_fields,
         )
 
-    def _hops(self, rule: _Rule, connection: Connection) -> tuple[Hop, ...]:
+    def _target_region(
+        self, rule: _Rule, connection: Connection, facts: RequestFacts
+    ) -> tuple[str | None, tuple[tuple[str, str], ...], str | None]:
+        """Where the target processes this request: (region, body fields to set, reason).
+
+        Anthropic's global API processes a request in the geography its `inference_geo` names.
+        When the caller names none and the policy does not allow the global API, the gateway
+        names the first geography the policy allows; a caller's own `inference_geo` is kept as
+        sent (and refused below when it is outside the policy).
+        """
+        region = connection.region
+        if connection.type != "anthropic" or region != _ANTHROPIC_GLOBAL:
+            return region, (), None
+        if facts.geo is not None:
+            chosen = f"anthropic:{facts.geo}"
+            return chosen, (), f"the request asks for inference_geo {facts.geo!r} ({chosen})"
+        allowed = rule.allowed_regions
+        if allowed is None or region in allowed:
+            return region, (), None
+        geographies = sorted(
+            candidate.id
+            for candidate in self.catalog.regions()
+            if candidate.provider == "anthropic" and candidate.id in allowed
+        )
+        if not geographies:
+            return region, (), None
+        geo = geographies[0].partition(":")[2]
+        return (
+            geographies[0],
+            (("inference_geo", geo),),
+            f"the gateway sets inference_geo {geo!r} so Anthropic processes in {geographies[0]}",
+        )
+
+    def _hops(self, rule: _Rule, target: str | None) -> tuple[Hop, ...]:
         gateway = self.config.gateway
         recordings_region = gateway.recordings.region
         if recordings_region is None and gateway.recordings.store.startswith("file:"):
             recordings_region = gateway.region
         regions = (
             ("gateway", gateway.region),
-            ("target", connection.region),
+            ("target", target),
             ("recording store", recordings_region),
         )
         allowed = rule.allowed_regions

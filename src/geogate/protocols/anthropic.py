@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from geogate.policy import RequestFacts
 from geogate.protocols.base import ProtocolAdapter
 
 
@@ -18,3 +21,9 @@ class AnthropicAdapter(ProtocolAdapter):
             "error": {"type": code, "message": message, **details},
             "request_id": request_id,
         }
+
+    def facts(self, document: dict[str, Any]) -> RequestFacts:
+        """The model, and the geography the request asks Anthropic to process in."""
+        facts = super().facts(document)
+        geo = document.get("inference_geo")
+        return RequestFacts(model=facts.model, geo=geo if isinstance(geo, str) else None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from geogate.policy import RequestFacts
 
@@ -54,5 +54,9 @@ class ProtocolAdapter:
             raise RequestBodyError(f"The request body is not valid JSON ({exc}).") from exc
         if not isinstance(document, dict):
             return RequestFacts()
+        return self.facts(document)
+
+    def facts(self, document: dict[str, Any]) -> RequestFacts:
+        """The facts in a parsed JSON request; adapters add their provider's own."""
         model = document.get("model")
         return RequestFacts(model=model if isinstance(model, str) else None)
