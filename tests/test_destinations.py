@@ -252,6 +252,8 @@ class EmptyBook:
 
 
 def attested(host: str) -> Attribution | None:
+    if host == "api.openai.com":
+        return Attribution("openai:global", "OpenAI's global host", False)
     if host == "eu.api.openai.com":
         return Attribution("openai:eu", "OpenAI's EU data-residency host", True)
     if host == "bedrock-runtime.eu-central-1.amazonaws.com":
@@ -278,6 +280,8 @@ def attested(host: str) -> Attribution | None:
         ("aws:eu-central-1", "llm.example", "192.0.2.9", "no published range"),
         ("openai:eu", "eu.api.openai.com", "104.18.0.9", "endpoint"),
         ("openai:eu", "api.openai.com", "104.18.0.9", "no published range"),
+        ("openai:global", "api.openai.com", "104.18.0.9", "endpoint"),
+        ("openai:global", "eu.api.openai.com", "104.18.0.9", "no published range"),
         ("openai:us", "eu.api.openai.com", "104.18.0.9", "no published range"),
         ("aws:eu-central-1", "anything.example", "10.30.1.1", "cidr"),
         ("onprem:dc1", "llm.corp.example", "10.20.0.5", "cidr"),

