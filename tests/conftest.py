@@ -71,7 +71,7 @@ policies:
     review: {{approvers: {{groups: [security]}}}}
   - name: support-eu
     subjects: {{groups: [support-eu]}}
-    connections: [oai, claude, raw, us-llm, agent-llm, small, small-raw, gated, gated-claude,
+    connections: [oai, claude, raw, "us-*", agent-llm, small, small-raw, gated, gated-claude,
                   hang, stall, garbage, reset, refused, whoami,
                   endless, bad-ca, quick-answer]
     regions: [eu]

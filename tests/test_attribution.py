@@ -243,7 +243,7 @@ connections:
 policies:
   - name: residency
     subjects: {{groups: [team]}}
-    connections: [target]
+    connections: ["tar*"]   # a glob, so an outside target is a run-time refusal, not a config error
     regions: {regions}
 """
 
@@ -331,18 +331,18 @@ def test_decisions_on_attributed_regions(
     assert decide(policy, kind, url, declared) == (outcome, target)
 
 
-def test_a_hop_whose_region_is_unknown_is_still_unverified() -> None:
-    """Connections can no longer lack a region; the gateway itself still can."""
-    config = parse_config(
+def test_a_policy_with_regions_needs_the_gateways_own_region() -> None:
+    """Connections can no longer lack a region; a gateway without one is refused up front."""
+    problems = errors(
         "version: 1\nconnections:\n  llm: {type: openai, url: 'https://us.api.openai.com/v1'}\n"
-        "policies:\n  - {name: p, subjects: {groups: [team]}, connections: [llm], regions: [us]}\n",
-        env={},
+        "policies:\n  - {name: p, subjects: {groups: [team]}, connections: [llm], regions: [us]}\n"
     )
-    decision = compile_policy(config, catalog_for({}, {})).decide(ANN, "llm")
-    assert (decision.allowed, decision.code) == (False, "region_unverified")
-    assert [(hop.name, hop.region) for hop in decision.hops][:2] == [
-        ("gateway", None),
-        ("target", "openai:us"),
+    assert [problem.message for problem in problems] == [
+        "policies[0].regions: policy 'p' keeps data inside us, but the gateway (gateway.region) "
+        "has no region, so no "
+        "call could be proven to stay inside; declare it",
+        "policies[0].regions: policy 'p' keeps data inside us, but the recording store "
+        "(gateway.recordings) has no region, so no call could be proven to stay inside; declare it",
     ]
 
 
@@ -532,7 +532,7 @@ connections:
 policies:
   - name: support-eu
     subjects: {groups: [support-eu]}
-    connections: [openai-eu, bedrock]
+    connections: ["openai-*", bedrock]   # a glob: openai-eu's region is checked per call
     regions: [eu]
 """
 
@@ -567,3 +567,59 @@ def test_policy_explain_shows_the_attributed_region(policy_file: Path) -> None:
     )
     assert result.stdout.startswith("DENIED (region_not_allowed)")
     assert "connection 'openai-eu' is in openai:eu" in result.stdout
+
+
+WHOLE_PATH = """\
+version: 1
+gateway:
+  region: {gateway}
+  recordings: {{region: {recordings}}}
+regions:
+  onprem:gw-eu: {{jurisdiction: eu}}
+  onprem:gw-us: {{jurisdiction: us}}
+connections:
+  bedrock-us: {{type: openai, url: "https://bedrock-runtime.us-east-1.amazonaws.com"}}
+  bedrock-eu: {{type: openai, url: "https://bedrock-runtime.eu-central-1.amazonaws.com"}}
+  claude: {{type: anthropic, url: "https://api.anthropic.com"}}
+policies:
+  - {{name: eu-team, subjects: {{groups: [team]}}, connections: {connections}, regions: [eu]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("gateway", "recordings", "connections", "expected"),
+    [
+        ("onprem:gw-eu", "onprem:gw-eu", "[bedrock-eu]", []),
+        ("onprem:gw-eu", "onprem:gw-eu", '["bedrock-*"]', []),  # a glob: checked per call
+        ("onprem:gw-eu", "onprem:gw-eu", "[claude]", []),  # inference_geo may bring it inside
+        (
+            "onprem:gw-eu",
+            "onprem:gw-eu",
+            "[bedrock-eu, bedrock-us]",
+            ["connection 'bedrock-us' is in aws:us-east-1: every call it grants would be refused"],
+        ),
+        (
+            "onprem:gw-us",
+            "onprem:gw-eu",
+            "[bedrock-eu]",
+            ["the gateway (gateway.region) is in onprem:gw-us: every call"],
+        ),
+        (
+            "onprem:gw-eu",
+            "aws:us-east-1",
+            "[bedrock-eu]",
+            ["the recording store (gateway.recordings) is in aws:us-east-1: every call"],
+        ),
+    ],
+)
+def test_policy_check_refuses_paths_that_leave_the_policys_regions(
+    gateway: str, recordings: str, connections: str, expected: list[str]
+) -> None:
+    text = WHOLE_PATH.format(gateway=gateway, recordings=recordings, connections=connections)
+    if not expected:
+        parse_config(text, env={})
+        return
+    problems = errors(text)
+    assert len(problems) == len(expected)
+    for problem, fragment in zip(problems, expected, strict=True):
+        assert fragment in problem.message

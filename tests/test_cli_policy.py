@@ -31,7 +31,7 @@ policies:
     mask: {request: [us_ssn]}
   - name: support-eu
     subjects: {groups: [support-eu]}
-    connections: [eu-llm, us-llm]
+    connections: [eu-llm, "us-*"]   # a glob: the region check of us-llm happens per call
     regions: [eu]
   - name: ci
     subjects: {service_accounts: [ci-bot]}

@@ -139,9 +139,20 @@ def test_quickstart_loads(tmp_path: Path) -> None:
     assert config.gateway.state == f"sqlite:///{tmp_path}/.geogate/state.db"
 
 
-def test_spec_example_loads_with_its_notes(tmp_path: Path) -> None:
+def test_spec_example_is_refused_for_openai_eu_then_loads_with_its_notes(tmp_path: Path) -> None:
+    """OpenAI's Europe region is the EEA plus Switzerland (docs/regions.md), so a policy kept
+    inside `eu` that names `openai-eu` outright would refuse every call through it: policy
+    check says so up front. Accepting openai:eu by name makes the SPEC example load."""
     path = tmp_path / "geogate.yaml"
     path.write_text(SPEC_EXAMPLE)
+    refused = check_config(path, env={"OPENAI_API_KEY": "sk-spec"})
+    assert [problem.message.split(": ", 1)[1] for problem in refused.errors] == [
+        "policy 'support-eu' keeps data inside eu, but connection 'openai-eu' is in openai:eu: "
+        "every call it grants would be refused; remove it here or widen the policy's regions",
+        "policy 'contractors' keeps data inside eu, but connection 'openai-eu' is in openai:eu: "
+        "every call it grants would be refused; remove it here or widen the policy's regions",
+    ]
+    path.write_text(SPEC_EXAMPLE.replace("regions: [eu]", "regions: [eu, openai:eu]"))
     result = check_config(path, env={"OPENAI_API_KEY": "sk-spec"})
     assert result.errors == []
     assert result.config is not None

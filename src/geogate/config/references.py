@@ -20,6 +20,7 @@ from geogate.residency import (
     Catalog,
     CatalogError,
     Unattributable,
+    attribute_url,
     catalog_for,
     classify_url,
 )
@@ -61,6 +62,8 @@ def check_references(document: Document, config: Config) -> None:
             document.error(path, message)
         return
     _check_regions(document, config, catalog)
+    if not document.problems:
+        _check_paths(document, config, catalog)
 
 
 def _suggest(word: str, candidates: Iterable[str]) -> str:
@@ -310,6 +313,56 @@ def _check_regions(document: Document, config: Config, catalog: Catalog) -> None
             if not catalog.knows(name):
                 shown = document.show(loc, name)
                 document.error(loc, f"{shown} is neither a region id nor a jurisdiction")
+
+
+def _check_paths(document: Document, config: Config, catalog: Catalog) -> None:
+    """Refuse a policy every call of which would be refused for a hop outside its regions.
+
+    The gateway and the recording store are hops of every call; a connection the policy names
+    outright (not through a glob) is the target of every call it grants. A glob may also match
+    connections elsewhere on purpose (another policy grants those), so it is left to run time.
+    """
+    gateway = config.gateway
+    recordings = gateway.recordings.region
+    if recordings is None and gateway.recordings.store.startswith("file:"):
+        recordings = gateway.region
+    fixed_hops = [("the gateway (gateway.region)", gateway.region)]
+    fixed_hops.append(("the recording store (gateway.recordings)", recordings))
+    for index, policy in enumerate(config.policies):
+        if not policy.regions:
+            continue
+        loc: Loc = ("policies", index, "regions")
+        limit = ", ".join(policy.regions)
+        for what, region in fixed_hops:
+            if region is None:
+                document.error(
+                    loc,
+                    f"policy {policy.name!r} keeps data inside {limit}, but {what} has no "
+                    "region, so no call could be proven to stay inside; declare it",
+                )
+            elif not catalog.within(region, policy.regions):
+                document.error(
+                    loc,
+                    f"policy {policy.name!r} keeps data inside {limit}, but {what} is in "
+                    f"{region}: every call under this policy would be refused",
+                )
+        for position, pattern in enumerate(policy.connections):
+            connection = config.connections.get(pattern)
+            if connection is None:
+                continue  # a glob: what it matches is checked per call
+            attributed = attribute_url(connection.url)
+            region = connection.region or (attributed.region if attributed else None)
+            if region is None:
+                continue  # reported as a connection problem
+            if connection.type == "anthropic" and region == "anthropic:global":
+                continue  # its inference_geo can bring it inside (checked per request)
+            if not catalog.within(region, policy.regions):
+                document.error(
+                    ("policies", index, "connections", position),
+                    f"policy {policy.name!r} keeps data inside {limit}, but connection "
+                    f"{pattern!r} is in {region}: every call it grants would be "
+                    "refused; remove it here or widen the policy's regions",
+                )
 
 
 def _check_region_id(document: Document, loc: Loc, region: str, catalog: Catalog) -> None:
