@@ -52,7 +52,7 @@ def test_check_ok_prints_counts_and_notes(policy_file: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"OK: 3 connections, 3 policies ({policy_file})"
     assert f"{policy_file}:15: note: masking is not enforced yet" in result.stdout
-    assert f"{policy_file}:19: note: regions are enforced" in result.stdout
+    assert "regions" not in result.stdout  # residency is enforced in full: no note about it
 
 
 def test_check_failing_prints_file_line_on_stderr(tmp_path: Path) -> None:

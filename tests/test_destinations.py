@@ -312,3 +312,27 @@ def test_destination_check_branches(region: str, host: str, address: str, outcom
     else:
         with pytest.raises(RegionUnverified, match=outcome):
             check.verify(region, host, ip)
+
+
+def test_a_multi_region_is_proven_by_its_members_addresses() -> None:
+    """gcp:eu is served from EU member regions; a Swiss region's address is not inside it."""
+    book = EmptyBook(
+        {
+            "34.76.0.9": (Match("gcp", "gcp:europe-west1", "34.76.0.0/14", None),),
+            "34.65.0.9": (Match("gcp", "gcp:europe-west6", "34.65.0.0/16", None),),
+        }
+    )
+    check = DestinationCheck(catalog_for({}, {}), book, lambda host: None)
+    host = "aiplatform.eu.rep.googleapis.com"
+    assert check.verify("gcp:eu", host, ipaddress.ip_address("34.76.0.9")).method == "ip-range"
+    with pytest.raises(RegionUnverified, match="gcp:europe-west6's published range"):
+        check.verify("gcp:eu", host, ipaddress.ip_address("34.65.0.9"))
+    with pytest.raises(RegionUnverified, match="gcp:europe-west1's published range"):
+        check.verify("gcp:europe-west4", host, ipaddress.ip_address("34.76.0.9"))
+
+
+def test_an_ip_literal_url_is_named_as_an_address() -> None:
+    catalog = catalog_for({"onprem:dc1": UserRegion("eu", None, ())}, {})
+    check = DestinationCheck(catalog, EmptyBook(), lambda host: None)
+    with pytest.raises(RegionUnverified, match=r"^the address 10\.0\.0\.1 is outside onprem:dc1"):
+        check.verify("onprem:dc1", "10.0.0.1", ipaddress.ip_address("10.0.0.1"))

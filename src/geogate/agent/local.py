@@ -328,21 +328,35 @@ class _PeerRecordingRequest(aiohttp.ClientRequest):
     """
 
     async def send(self, conn: Connection) -> aiohttp.ClientResponse:
-        transport = conn.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        tls = transport.get_extra_info("ssl_object") if transport is not None else None
-        certificate = tls.getpeercert(binary_form=True) if tls is not None else None
+        peer = _peer(conn)
         response = await super().send(conn)
-        _PEERS[response] = (
-            peer[0] if peer else None,
-            hashlib.sha256(certificate).hexdigest() if certificate else None,
-        )
+        _PEERS[response] = peer
         return response
 
 
-_PEERS: weakref.WeakKeyDictionary[aiohttp.ClientResponse, tuple[str | None, str | None]] = (
-    weakref.WeakKeyDictionary()
-)
+_Peer = tuple[str | None, str | None]
+"""(address connected to, SHA-256 of the TLS certificate it presented)."""
+_PEERS: weakref.WeakKeyDictionary[aiohttp.ClientResponse, _Peer] = weakref.WeakKeyDictionary()
+_CONNECTION_PEERS: weakref.WeakKeyDictionary[object, _Peer] = weakref.WeakKeyDictionary()
+"""Keyed by the connection's protocol object, which lives as long as the socket (uvloop's
+transports cannot be weakly referenced)."""
+
+
+def _peer(conn: Connection) -> _Peer:
+    """Read once per connection: a pooled connection serves many calls."""
+    protocol, transport = conn.protocol, conn.transport
+    if protocol is None or transport is None:
+        return None, None
+    known = _CONNECTION_PEERS.get(protocol)
+    if known is None:
+        peer = transport.get_extra_info("peername")
+        tls = transport.get_extra_info("ssl_object")
+        certificate = tls.getpeercert(binary_form=True) if tls is not None else None
+        known = _CONNECTION_PEERS[protocol] = (
+            peer[0] if peer else None,
+            hashlib.sha256(certificate).hexdigest() if certificate else None,
+        )
+    return known
 
 
 def _evidence(

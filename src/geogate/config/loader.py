@@ -204,7 +204,6 @@ def _add_notes(document: Document, config: Config) -> None:
                 f"network agents are not available yet: calls through {name!r} are refused "
                 "with agent_unavailable",
             )
-    residency_noted = False
     for index, policy in enumerate(config.policies):
         loc = ("policies", index)
         if policy.mask is not None:
@@ -221,11 +220,3 @@ def _add_notes(document: Document, config: Config) -> None:
             )
         if policy.record is not None:
             document.note((*loc, "record"), RECORDING_NOTE)
-        if policy.regions and not residency_noted:
-            residency_noted = True
-            document.note(
-                (*loc, "regions"),
-                "regions are enforced against the regions of the gateway, connections (declared, "
-                "or named by a provider's URL) and recording store; destination addresses "
-                "(DNS/IP evidence) are not verified yet",
-            )

@@ -20,6 +20,7 @@ gateway cannot prove where the data would go, so it does not send it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from typing import Literal, Protocol
 
 from geogate.residency.addresses import Match
 from geogate.residency.attribution import Attribution, attribute_host
-from geogate.residency.catalog import GLOBAL, Catalog
+from geogate.residency.catalog import GLOBAL, Catalog, Region
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Method = Literal["cidr", "ip-range", "endpoint"]
@@ -67,10 +68,13 @@ class Evidence:
     """SHA-256 of the target's TLS certificate, once connected."""
 
     def with_certificate(self, fingerprint: str | None) -> Evidence:
-        return self if fingerprint is None else replace(self, certificate=fingerprint)
+        return self if fingerprint is None else _with_certificate(self, fingerprint)
 
     def header(self) -> str:
         """The `x-geogate-region` value: the region first, then the evidence as parameters."""
+        return _header(self)
+
+    def _header(self) -> str:
         parts = [self.region, f"by={self.method}", f"address={self.address}"]
         if self.network is not None:
             parts.append(f"range={self.network}")
@@ -78,6 +82,17 @@ class Evidence:
         if self.certificate is not None:
             parts.append(f"cert=sha256:{self.certificate}")
         return "; ".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _with_certificate(evidence: Evidence, fingerprint: str) -> Evidence:
+    """Cached: a pooled connection serves many calls with the same address and certificate."""
+    return replace(evidence, certificate=fingerprint)
+
+
+@functools.lru_cache(maxsize=4096)
+def _header(evidence: Evidence) -> str:
+    return evidence._header()
 
 
 class DestinationCheck:
@@ -108,22 +123,40 @@ class DestinationCheck:
             raise RegionUnverified(verdict)
         return verdict
 
+    def _inside(self, published: str | None, region: Region) -> bool:
+        """Whether a range published for `published` proves the wider `region` too.
+
+        A multi-region (`gcp:eu`) is served from its member regions' addresses: an address of
+        `gcp:europe-west1` lies in every jurisdiction `gcp:eu` does, so it is inside it.
+        """
+        if published is None or not region.jurisdictions or region.country is not None:
+            return False
+        member = self._catalog.get(published)
+        return (
+            member is not None
+            and member.provider == region.provider
+            and region.jurisdictions <= member.jurisdictions
+        )
+
     def _verify(self, region_id: str, host: str, address: IpAddress) -> Evidence | str:
         region = self._catalog.get(region_id)
         if region is None:
             return f"{region_id} is not a region this gateway knows"
+        # A URL naming an address has nothing to resolve: "the address X is ..."
+        named = (
+            f"the address {address}"
+            if host == str(address)
+            else f"{host} resolved to {address}, which"
+        )
         for network in region.cidrs:
             if address.version == network.version and address in network:
                 return Evidence(region_id, "cidr", str(address), str(network), "policy file")
         if region.provider == "onprem":
             declared = ", ".join(str(network) for network in region.cidrs) or "none"
-            return (
-                f"{host} resolved to {address}, which is outside {region_id}'s declared "
-                f"ranges ({declared})"
-            )
+            return f"{named} is outside {region_id}'s declared ranges ({declared})"
         matches = self._addresses.lookup(address)
         for match in matches:
-            if match.region == region_id:
+            if match.region == region_id or self._inside(match.region, region):
                 return Evidence(
                     region_id, "ip-range", str(address), match.network, self._addresses.version
                 )
@@ -142,10 +175,10 @@ class DestinationCheck:
         if elsewhere:
             match = elsewhere[0]
             return (
-                f"{host} resolved to {address}, which is in {match.region}'s published range "
-                f"{match.network} ({self._addresses.version}), not in {region_id}"
+                f"{named} is in {match.region}'s published range {match.network} "
+                f"({self._addresses.version}), not in {region_id}"
             )
         return (
-            f"{host} resolved to {address}, which is in no published range of {region_id} "
-            f"({self._addresses.version}) and in no range the policy file declares for it"
+            f"{named} is in no published range of {region_id} ({self._addresses.version}) "
+            "and in no range the policy file declares for it"
         )
