@@ -42,6 +42,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.auth
+	$(BIN)/python -m bench.residency
 
 clean:
 	rm -rf $(VENV) $(IDP)/node_modules .geogate .mypy_cache .pytest_cache .ruff_cache

@@ -111,8 +111,15 @@ def test_the_gateway_sets_inference_geo_the_policy_needs(
         key = gw.create_key("ann@example.com", groups=["team"])
         client = anthropic.Anthropic(base_url=gw.url("claude"), api_key=key, max_retries=0)
         messages: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hi"}]
-        reply = client.messages.create(model="claude", max_tokens=8, messages=messages)
-        assert reply.content[0].type == "text"
+        raw = client.messages.with_raw_response.create(
+            model="claude", max_tokens=8, messages=messages
+        )
+        assert raw.parse().content[0].type == "text"
+        assert raw.headers["x-geogate-region"].startswith(
+            "anthropic:us; by=request; endpoint=anthropic:global; endpoint-by=cidr; "
+            "address=127.0.0.1; range=127.0.0.0/8"
+        )
+        assert json.loads(gw.access_lines[-1])["region"] == "anthropic:us"
         assert app.bodies[-1]["inference_geo"] == "us"
         assert app.bodies[-1]["messages"] == [{"role": "user", "content": "hi"}]
 

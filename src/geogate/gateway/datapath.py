@@ -30,6 +30,7 @@ from geogate.gateway.runtime import Runtime
 from geogate.identity import AuthError, Principal
 from geogate.policy import RequestFacts
 from geogate.protocols import ProtocolAdapter, RequestBodyError, adapter_for
+from geogate.residency import Evidence
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FALLBACK_ADAPTER = adapter_for("http")
@@ -91,7 +92,7 @@ class DataPath:
                 raise Refusal(decision.code, decision.message)
             if decision.set_fields:
                 body.content = _with_fields(body.content, decision.set_fields)
-            log.region = connection.region
+            log.region = decision.target_region or connection.region
 
             forwarded_at = time.perf_counter()
             upstream = await self._forward(scope, headers, name, connection, url, body)
@@ -190,7 +191,8 @@ class DataPath:
         ]
         evidence = upstream.evidence
         if evidence is not None:
-            log.region, log.evidence = evidence.region, evidence.header()
+            log.evidence = _region_header(log.region or evidence.region, evidence)
+            log.region = log.evidence.partition(";")[0]
             headers.append((b"x-geogate-region", log.evidence.encode()))
         elif log.region is not None:  # a target whose region was not checked says so
             headers.append((b"x-geogate-region", f"{log.region}; by=declared".encode()))
@@ -332,6 +334,19 @@ async def _read_body(
     except RequestBodyError as exc:
         raise Refusal("bad_request", str(exc)) from None
     return _RequestBody(body, facts, streamed=False, size=size)
+
+
+def _region_header(region: str, evidence: Evidence) -> str:
+    """The evidence, led by where the call is processed when a request fact narrowed it.
+
+    Anthropic's global endpoint with `inference_geo: us` processes in `anthropic:us`: the
+    header says so first, then how the endpoint itself was proven.
+    """
+    proven = evidence.header()
+    if region == evidence.region:
+        return proven
+    endpoint, method, rest = proven.split("; ", 2)
+    return f"{region}; by=request; endpoint={endpoint}; endpoint-{method}; {rest}"
 
 
 def _with_fields(

@@ -52,6 +52,11 @@ class Decision:
     def policy_name(self) -> str | None:
         return self.policy.name if self.policy else None
 
+    @property
+    def target_region(self) -> str | None:
+        """Where the target processes the call, request facts included (`anthropic:us`)."""
+        return next((hop.region for hop in self.hops if hop.name == "target"), None)
+
     def to_json(self) -> dict[str, object]:
         return {
             "allowed": self.allowed,
