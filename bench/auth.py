@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
 import tempfile
 import time
 from collections.abc import Mapping
@@ -29,6 +27,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from bench.micro import report, summary
 from geogate.config import OidcIssuer
 from geogate.identity import ApiKeyAuthenticator, Authenticator, DirectoryWatch, TokenVerifier
 from geogate.store import open_store
@@ -75,16 +74,6 @@ async def timed(authenticator: Authenticator, tokens: list[str]) -> list[float]:
     return spent
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_us": statistics.median(ordered),
-        "p99_us": ordered[int(len(ordered) * 0.99) - 1],
-        "mean_us": statistics.fmean(ordered),
-        "calls": len(ordered),
-    }
-
-
 async def measure(calls: int, fresh: int, reps: int) -> dict[str, dict[str, float]]:
     idp = Idp()
     with tempfile.TemporaryDirectory(prefix="geogate-auth-bench-") as folder:
@@ -129,21 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)
     figures = asyncio.run(measure(args.calls, args.fresh, args.reps))
-    print(f"\nAuthentication per call (in-process, {args.reps} repetitions)")
-    print(f"{'case':<22}{'p50 µs':>10}{'p99 µs':>10}{'mean µs':>10}  target")
-    for name, figure in figures.items():
-        verdict = ""
-        if name in ("api key", "jwt cached"):
-            verdict = "PASS" if figure["p50_us"] <= TARGET_US else "MISS"
-            verdict = f"≤ {TARGET_US:g} µs {verdict}"
-        print(
-            f"{name:<22}{figure['p50_us']:>10.1f}{figure['p99_us']:>10.1f}"
-            f"{figure['mean_us']:>10.1f}  {verdict}"
-        )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cases": figures}, indent=2)
-        + "\n"
+    report(
+        f"Authentication per call (in-process, {args.reps} repetitions)",
+        figures,
+        {"api key": TARGET_US, "jwt cached": TARGET_US},
+        RESULTS,
     )
     return 0
 

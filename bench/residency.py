@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import ipaddress
-import json
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.micro import report, summary
 from geogate.agent.local import VerifyingResolver
 from geogate.config import parse_config
 from geogate.identity import Principal
@@ -56,16 +55,6 @@ def timed(step: Callable[[int], object], calls: int) -> list[float]:
         step(n)
         spent.append((clock() - started) * 1e6)
     return spent
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_us": statistics.median(ordered),
-        "p99_us": ordered[int(len(ordered) * 0.99) - 1],
-        "mean_us": statistics.fmean(ordered),
-        "calls": len(ordered),
-    }
 
 
 def measure(calls: int) -> dict[str, dict[str, float]]:
@@ -109,20 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20_000)
     args = parser.parse_args(argv)
     figures = measure(args.calls)
-    print("\nResidency per call (in-process)")
-    print(f"{'case':<34}{'p50 µs':>10}{'p99 µs':>10}{'mean µs':>10}  target")
-    for name, figure in figures.items():
-        verdict = ""
-        if name == "per call, resolver cached":
-            verdict = "PASS" if figure["p50_us"] <= TARGET_US else "MISS"
-            verdict = f"≤ {TARGET_US:g} µs {verdict}"
-        print(
-            f"{name:<34}{figure['p50_us']:>10.1f}{figure['p99_us']:>10.1f}"
-            f"{figure['mean_us']:>10.1f}  {verdict}"
-        )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    document = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cases": figures}
-    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    report(
+        "Residency per call (in-process)",
+        figures,
+        {"per call, resolver cached": TARGET_US},
+        RESULTS,
+    )
     return 0
 
 
