@@ -639,3 +639,16 @@ def test_update_from_a_missing_file(tmp_path: Path, policy: Path, stored: Path) 
         f"cannot read {tmp_path / 'nope.msgpack.gz'}: No such file or directory."
     ]
     assert not stored.parent.exists()
+
+
+def test_locate_says_what_a_providers_host_name_attests(
+    small_data: Path, no_dns: list[str]
+) -> None:
+    host = "bedrock-runtime.eu-central-1.amazonaws.com"
+    result = runner.invoke(app, ["locate", f"https://{host}/model/x", "--config", str(small_data)])
+    assert result.exit_code == 1  # it does not resolve here, but its name already says a lot
+    assert result.stdout.startswith(f"{host} is aws:eu-central-1 by its name: ")
+    assert "in-region processing" in result.stdout
+    azure = runner.invoke(app, ["locate", "res.openai.azure.com", "--config", str(small_data)])
+    assert azure.stdout.startswith("res.openai.azure.com cannot be placed by its name: ")
+    assert "declare `region:`" in azure.stdout

@@ -28,11 +28,14 @@ from geogate.config import Config
 from geogate.residency import (
     AddressBook,
     AddressDataError,
+    Attribution,
     Catalog,
     Match,
     Region,
+    Unattributable,
     address_ranges_path,
     catalog_for,
+    classify_host,
     import_address_ranges,
     load_address_book,
 )
@@ -132,14 +135,18 @@ def locate(
 ) -> None:
     """Show which cloud provider and region an address, or each address of a host, is in.
 
-    Also shows the policy file's regions whose `cidrs` contain each address.
+    Also shows the policy file's regions whose `cidrs` contain each address, and the region
+    a provider's host name itself says (as a connection's URL is attributed).
     A host name is resolved as the gateway does it: `gateway.resolve` first.
     """
     loaded = open_config(config)
     host, address = _parse_target(target)
     resolved_by = None
     addresses = [address] if address is not None else []
+    attribution = classify_host(host) if host is not None else None
     if host is not None:
+        if not json_output and attribution is not None:
+            typer.echo(_attribution_line(host, attribution))
         addresses, resolved_by = _resolve(host, loaded.gateway.resolve)
     catalog = catalog_for(loaded.regions, loaded.jurisdictions)
     book = _address_book(loaded)
@@ -148,6 +155,7 @@ def locate(
         document = {
             "query": target,
             "host": host,
+            "attribution": _attribution_json(attribution),
             "resolved_by": resolved_by,
             "data_version": book.version,
             "addresses": [
@@ -257,6 +265,29 @@ def _parse_target(text: str) -> tuple[str | None, IpAddress | None]:
         f"{text!r} is neither an IP address nor a host name; give one such as 3.120.0.5 or "
         "api.openai.com."
     )
+
+
+def _attribution_line(host: str, verdict: Attribution | Unattributable) -> str:
+    if isinstance(verdict, Attribution):
+        attests = (
+            "the provider documents in-region processing for it"
+            if verdict.endpoint_attested
+            else "the host does not promise where data is processed"
+        )
+        return f"{host} is {verdict.region} by its name: {verdict.basis}; {attests}."
+    return f"{host} cannot be placed by its name: {verdict.reason}."
+
+
+def _attribution_json(verdict: Attribution | Unattributable | None) -> dict[str, object] | None:
+    if isinstance(verdict, Attribution):
+        return {
+            "region": verdict.region,
+            "basis": verdict.basis,
+            "endpoint_attested": verdict.endpoint_attested,
+        }
+    if verdict is None:
+        return None
+    return {"region": None, "basis": verdict.reason, "endpoint_attested": False}
 
 
 def _resolve(host: str, answers: Mapping[str, Sequence[IpAddress]]) -> tuple[list[IpAddress], str]:
