@@ -230,7 +230,7 @@ BAD_FILES = {
           llm:   # <-
             type: openai
         """,
-        "connections.llm: missing required key 'url'",
+        "connections.llm: a connection takes either `url` or a list of `targets`",
     ),
     "missing version": (
         """\

@@ -17,7 +17,6 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-from starlette.types import Receive, Scope, Send
 
 from geogate.agent import LocalExecutor, UpstreamError, UpstreamRequest
 from geogate.config import Timeouts
@@ -32,46 +31,9 @@ from geogate.residency.catalog import UserRegion
 from tests.gateways import Gateway, run_gateway
 from tests.servers import free_port, run_asgi
 from tests.tls import CertificateAuthority, fingerprint
+from tests.upstreams import Target
 
 INSIDE, OUTSIDE = "127.0.0.1", "127.0.0.2"
-
-
-class Target:
-    """A minimal OpenAI-style upstream that remembers the calls it got."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.calls: list[str] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        message = await receive()
-        while message.get("more_body"):
-            message = await receive()
-        self.calls.append(scope["path"])
-        body = json.dumps(
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "demo",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": f"from {self.name}"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),  # every call opens a new connection: nothing is pooled
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture(scope="module")

@@ -245,3 +245,41 @@ class EndlessStream:
         done = True
         await send({"type": "http.response.body", "body": b""})
         watcher.cancel()
+
+
+class Target:
+    """A minimal OpenAI-style upstream that names itself in its answer and counts its calls."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        message = await receive()
+        while message.get("more_body"):
+            message = await receive()
+        self.calls.append(scope["path"])
+        body = json.dumps(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "demo",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": f"from {self.name}"},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),  # every call opens a new connection: nothing is pooled
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -18,10 +18,12 @@ class UpstreamError(Exception):
     `code` is the SPEC §3 code to answer with.
     """
 
-    def __init__(self, code: UpstreamErrorCode, message: str) -> None:
+    def __init__(self, code: UpstreamErrorCode, message: str, *, sent: bool = True) -> None:
         super().__init__(message)
         self.code: UpstreamErrorCode = code
         self.message = message
+        self.sent = sent
+        """False when nothing reached the target, so another target may be tried."""
 
 
 @dataclass(frozen=True, slots=True)

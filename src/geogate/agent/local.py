@@ -249,6 +249,7 @@ class LocalExecutor:
                 "upstream_error",
                 f"The CA file of connection {request.connection!r} cannot be used ({exc}); "
                 f"the call was not sent.",
+                sent=False,
             ) from exc
         try:
             # The first-byte clock starts once the target has the whole request: a caller's
@@ -284,12 +285,14 @@ class LocalExecutor:
                 "upstream_timeout",
                 f"The target of connection {request.connection!r} did not {what} within "
                 f"{limit:g}s; try again later or raise the connection's timeout.",
+                sent=not isinstance(exc, aiohttp.ServerTimeoutError),
             ) from None
         except aiohttp.ClientConnectorCertificateError as exc:
             raise UpstreamError(
                 "upstream_error",
                 f"The TLS certificate of connection {request.connection!r}'s target could not "
                 f"be verified ({exc.certificate_error}); the call was not sent.",
+                sent=False,
             ) from exc
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, RegionUnverified):
@@ -298,6 +301,7 @@ class LocalExecutor:
                 "upstream_error",
                 f"Could not connect to the target of connection {request.connection!r} "
                 f"({exc.os_error.strerror or type(exc.os_error).__name__}).",
+                sent=False,
             ) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(
@@ -317,6 +321,7 @@ def _unverified(request: UpstreamRequest, exc: RegionUnverified) -> UpstreamErro
         "region_unverified",
         f"The target of connection {request.connection!r} cannot be proven to be in "
         f"{request.region}: {exc.message}; the call was not sent.",
+        sent=False,
     )
 
 

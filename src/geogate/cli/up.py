@@ -67,9 +67,13 @@ def up(
     policy = open_config(config)
     host, port = parse_listen(listen or policy.gateway.listen)
     unreadable = [
-        f"{file}: connections.{name}.tls.ca_file: {connection.tls.ca_file} cannot be read"
+        f"{file}: connections.{name}.{where}tls.ca_file: {tls.ca_file} cannot be read"
         for name, connection in policy.connections.items()
-        if connection.tls.ca_file is not None and not os.access(connection.tls.ca_file, os.R_OK)
+        for where, tls in [
+            ("", connection.tls),
+            *((f"targets[{i}].", t.tls) for i, t in enumerate(connection.targets) if t.tls),
+        ]
+        if tls.ca_file is not None and not os.access(tls.ca_file, os.R_OK)
     ]
     if unreadable:  # found now rather than as a failed call (policy check runs anywhere)
         fail_lines(unreadable)

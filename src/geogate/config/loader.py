@@ -14,7 +14,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from geogate.config.errors import ConfigError, Problem
-from geogate.config.model import Config, Connection
+from geogate.config.model import Config, Connection, Tls
 from geogate.config.references import check_references
 from geogate.config.source import MAX_BYTES, Document, Loc, read_document
 from geogate.config.validate import validate
@@ -136,24 +136,44 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
 
 def _attribute_region(connection: Connection) -> Connection:
-    """A connection without `region` gets the one its provider URL names, so policy decisions
+    """A target without `region` gets the one its provider URL names, so policy decisions
     and hops downstream see it; `check_references` has made sure there is one.
 
-    Whether a region was attributed or declared is not stored: `attribute_url(connection.url)`
-    tells, and when both exist they agree."""
-    if connection.region is not None:
-        return connection
-    attribution = attribute_url(connection.url)
-    if attribution is None:
-        return connection
-    return connection.model_copy(update={"region": attribution.region})
+    Whether a region was attributed or declared is not stored: `attribute_url(url)` tells,
+    and when both exist they agree."""
+    if connection.url is not None:
+        return connection.model_copy(update={"region": _region(connection.url, connection.region)})
+    targets = [
+        target.model_copy(update={"region": _region(target.url, target.region)})
+        for target in connection.targets
+    ]
+    return connection.model_copy(update={"targets": targets})
+
+
+def _region(url: str, declared: str | None) -> str | None:
+    if declared is not None:
+        return declared
+    attribution = attribute_url(url)
+    return None if attribution is None else attribution.region
 
 
 def _resolve_ca_file(connection: Connection, base: Path) -> Connection:
-    if connection.tls.ca_file is None:
-        return connection
-    tls = connection.tls.model_copy(update={"ca_file": _path(connection.tls.ca_file, base)})
-    return connection.model_copy(update={"tls": tls})
+    """A CA file is relative to the policy file, for the connection and each target."""
+    update: dict[str, object] = {"tls": _tls(connection.tls, base)}
+    if connection.targets:
+        update["targets"] = [
+            target
+            if target.tls is None
+            else target.model_copy(update={"tls": _tls(target.tls, base)})
+            for target in connection.targets
+        ]
+    return connection.model_copy(update=update)
+
+
+def _tls(tls: Tls, base: Path) -> Tls:
+    if tls.ca_file is None:
+        return tls
+    return tls.model_copy(update={"ca_file": _path(tls.ca_file, base)})
 
 
 def _path(path: str, base: Path) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -259,30 +260,73 @@ class Tls(Model):
     ca_file: str | None = None
 
 
+def _absolute_url(value: str) -> str:
+    if not re.match(r"^https?://[^/?#@\s]+(/[^?#\s]*)?$", value):
+        raise ValueError(
+            f"{value!r} is not an absolute http(s) URL without query, fragment or user info"
+        )
+    try:
+        port = urlsplit(value).port  # raises on a bad port or IPv6 literal
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid URL: {exc}") from None
+    if port == 0:
+        raise ValueError(f"{value!r} has port 0, which cannot be connected to")
+    return value.rstrip("/")
+
+
+AbsoluteUrl = Annotated[str, AfterValidator(_absolute_url)]
+
+
+class Target(Model):
+    """One deployment of a connection: where it is, and (if its own) how to authenticate."""
+
+    url: AbsoluteUrl
+    region: str | None = None
+    credentials: Annotated[Credentials | None, BeforeValidator(_credentials)] = None
+    """None: the connection's own."""
+    tls: Tls | None = None
+    """None: the connection's own."""
+
+
 class Connection(Model):
     type: ConnectionType
-    url: str
+    url: AbsoluteUrl | None = None
+    """The one deployment; or list several under `targets`."""
     region: str | None = None
+    targets: list[Target] = []
+    """Several deployments of the same API: calls go to those inside the policy's regions."""
     agent: str | None = None
     credentials: Annotated[Credentials | None, BeforeValidator(_credentials)] = None
     timeout: Annotated[Timeouts, BeforeValidator(_timeouts)] = Timeouts()
     max_body: Size = 10 * 1000**2
     tls: Tls = Tls()
 
-    @field_validator("url")
-    @classmethod
-    def _absolute_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/?#@\s]+(/[^?#\s]*)?$", value):
-            raise ValueError(
-                f"{value!r} is not an absolute http(s) URL without query, fragment or user info"
+    @model_validator(mode="after")
+    def _url_or_targets(self) -> Connection:
+        if (self.url is None) == (not self.targets):
+            raise ValueError("a connection takes either `url` or a list of `targets`")
+        if self.targets and self.region is not None:
+            raise ValueError("with `targets`, give each target its own `region`")
+        return self
+
+    @property
+    def deployments(self) -> tuple[Target, ...]:
+        """Every target, each with its own or the connection's region, credentials and TLS."""
+        if self.url is not None:
+            return (
+                Target(
+                    url=self.url, region=self.region, credentials=self.credentials, tls=self.tls
+                ),
             )
-        try:
-            port = urlsplit(value).port  # raises on a bad port or IPv6 literal
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a valid URL: {exc}") from None
-        if port == 0:
-            raise ValueError(f"{value!r} has port 0, which cannot be connected to")
-        return value.rstrip("/")
+        return tuple(
+            target.model_copy(
+                update={
+                    "credentials": target.credentials or self.credentials,
+                    "tls": target.tls or self.tls,
+                }
+            )
+            for target in self.targets
+        )
 
 
 class CustomEntity(Model):

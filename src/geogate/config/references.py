@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
-from geogate.config.model import Config, Credentials
+from geogate.config.model import Config, Connection, Credentials, Target
 from geogate.config.source import Document, Loc
 from geogate.residency import (
     Attribution,
@@ -81,20 +81,37 @@ def _check_connections(document: Document, config: Config) -> None:
                 "'-', starting with a letter or digit: it is part of the URL /c/NAME/",
                 label=("connections",),
             )
-        url = urlsplit(connection.url)
-        region = connection.region or ""
-        if (
-            url.scheme == "http"
-            and not is_loopback(url.hostname or "")
-            and not (region.startswith("onprem:"))
-        ):
-            document.error(
-                (*loc, "url"),
-                "plain http:// is only allowed for loopback hosts or connections in an "
-                "onprem: region; use https://",
-            )
         if connection.credentials is not None:
             _check_credentials(document, (*loc, "credentials"), connection.credentials)
+        for target, at in _targets(name, connection):
+            url = urlsplit(target.url)
+            region = target.region or ""
+            if (
+                url.scheme == "http"
+                and not is_loopback(url.hostname or "")
+                and not (region.startswith("onprem:"))
+            ):
+                document.error(
+                    (*at, "url"),
+                    "plain http:// is only allowed for loopback hosts or connections in an "
+                    "onprem: region; use https://",
+                )
+            if (
+                at != loc
+                and target.credentials is not None
+                and target.credentials is not (connection.credentials)
+            ):
+                _check_credentials(document, (*at, "credentials"), target.credentials)
+
+
+def _targets(name: str, connection: Connection) -> list[tuple[Target, Loc]]:
+    """Each target of a connection, with where its settings are in the file."""
+    loc: Loc = ("connections", name)
+    if connection.url is not None:
+        return [(connection.deployments[0], loc)]
+    return [
+        (target, (*loc, "targets", index)) for index, target in enumerate(connection.deployments)
+    ]
 
 
 def _check_connection_regions(document: Document, config: Config) -> None:
@@ -104,39 +121,43 @@ def _check_connection_regions(document: Document, config: Config) -> None:
     a URL GeoGate cannot place, without a declared region, would leave a hop it cannot prove.
     """
     for name, connection in config.connections.items():
-        loc: Loc = ("connections", name)
-        url_loc: Loc = (*loc, "url")
-        if url_loc in document.unresolved:
-            continue  # the missing variable is reported; the URL is not what the user wrote
-        verdict = classify_url(connection.url)
-        url = document.show(url_loc, connection.url)
-        if connection.region is not None:
-            region_loc: Loc = (*loc, "region")
-            declared = document.show(region_loc, connection.region)
-            if isinstance(verdict, Attribution) and verdict.region != connection.region:
-                document.error(
-                    region_loc,
-                    f"url {url} says {verdict.region}, but region says {declared}; remove "
-                    "`region` or fix the URL",
-                )
-            elif isinstance(verdict, Unattributable) and verdict.named_region not in (
-                None,
-                connection.region,
-            ):
-                document.error(
-                    region_loc,
-                    f"url {url} names {verdict.named_region}, which is not in the region "
-                    f"catalog, so region {declared} cannot be where it goes; fix the URL",
-                )
-        elif isinstance(verdict, Unattributable):
-            document.error(url_loc, f"no region is declared, and {verdict.reason}")
-        elif verdict is None:
-            host = urlsplit(connection.url).hostname or connection.url
+        for target, loc in _targets(name, connection):
+            _check_target_region(document, target, loc)
+
+
+def _check_target_region(document: Document, target: Target, loc: Loc) -> None:
+    url_loc: Loc = (*loc, "url")
+    if url_loc in document.unresolved:
+        return  # the missing variable is reported; the URL is not what the user wrote
+    verdict = classify_url(target.url)
+    url = document.show(url_loc, target.url)
+    if target.region is not None:
+        region_loc: Loc = (*loc, "region")
+        declared = document.show(region_loc, target.region)
+        if isinstance(verdict, Attribution) and verdict.region != target.region:
             document.error(
-                url_loc,
-                f"no region is declared, and host {host} is not one GeoGate can attribute to a "
-                "region; declare `region:` (an onprem: region for your own servers)",
+                region_loc,
+                f"url {url} says {verdict.region}, but region says {declared}; remove "
+                "`region` or fix the URL",
             )
+        elif isinstance(verdict, Unattributable) and verdict.named_region not in (
+            None,
+            target.region,
+        ):
+            document.error(
+                region_loc,
+                f"url {url} names {verdict.named_region}, which is not in the region "
+                f"catalog, so region {declared} cannot be where it goes; fix the URL",
+            )
+    elif isinstance(verdict, Unattributable):
+        document.error(url_loc, f"no region is declared, and {verdict.reason}")
+    elif verdict is None:
+        host = urlsplit(target.url).hostname or target.url
+        document.error(
+            url_loc,
+            f"no region is declared, and host {host} is not one GeoGate can attribute to a "
+            "region; declare `region:` (an onprem: region for your own servers)",
+        )
 
 
 def _check_identity(document: Document, config: Config) -> None:
@@ -305,8 +326,9 @@ def _check_regions(document: Document, config: Config, catalog: Catalog) -> None
             document, ("gateway", "recordings", "region"), gateway.recordings.region, catalog
         )
     for name, connection in config.connections.items():
-        if connection.region is not None:
-            _check_region_id(document, ("connections", name, "region"), connection.region, catalog)
+        for target, at in _targets(name, connection):
+            if target.region is not None:
+                _check_region_id(document, (*at, "region"), target.region, catalog)
     for index, policy in enumerate(config.policies):
         for position, name in enumerate(policy.regions):
             loc: Loc = ("policies", index, "regions", position)
@@ -350,19 +372,27 @@ def _check_paths(document: Document, config: Config, catalog: Catalog) -> None:
             connection = config.connections.get(pattern)
             if connection is None:
                 continue  # a glob: what it matches is checked per call
-            attributed = attribute_url(connection.url)
-            region = connection.region or (attributed.region if attributed else None)
-            if region is None:
+            regions = [_region_of(target) for target in connection.deployments]
+            if None in regions:
                 continue  # reported as a connection problem
-            if connection.type == "anthropic" and region == "anthropic:global":
+            if connection.type == "anthropic" and "anthropic:global" in regions:
                 continue  # its inference_geo can bring it inside (checked per request)
-            if not catalog.within(region, policy.regions):
+            if not any(catalog.within(str(region), policy.regions) for region in regions):
+                region = ", ".join(str(region) for region in regions)
                 document.error(
                     ("policies", index, "connections", position),
                     f"policy {policy.name!r} keeps data inside {limit}, but connection "
                     f"{pattern!r} is in {region}: every call it grants would be "
                     "refused; remove it here or widen the policy's regions",
                 )
+
+
+def _region_of(target: Target) -> str | None:
+    """A target's region: declared, or named by its URL (filled in only after these checks)."""
+    if target.region is not None:
+        return target.region
+    attributed = attribute_url(target.url)
+    return attributed.region if attributed else None
 
 
 def _check_region_id(document: Document, loc: Loc, region: str, catalog: Catalog) -> None:

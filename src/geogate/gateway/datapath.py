@@ -21,7 +21,7 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from geogate.agent import UpstreamError, UpstreamRequest, UpstreamResponse
-from geogate.config import Connection
+from geogate.config import Connection, Target
 from geogate.gateway.errors import Refusal, refusal_response
 from geogate.gateway.headers import Headers, caller_token, downstream_headers, upstream_headers
 from geogate.gateway.observe import AccessSink, CallLog
@@ -82,7 +82,8 @@ class DataPath:
                     f"There is no connection named {name!r}; check the base URL "
                     f"(/c/CONNECTION/...) against the connections in the policy file.",
                 )
-            url = _target(connection, tail, scope["query_string"])
+            target = (tail, scope["query_string"])
+            _target(connection.deployments[0], *target)  # a bad path is refused before the body
             body = await _read_body(receive, headers, connection, adapter, name)
 
             decision = self.runtime.policy.decide(principal, name, body.facts)
@@ -92,10 +93,14 @@ class DataPath:
                 raise Refusal(decision.code, decision.message)
             if decision.set_fields:
                 body.content = _with_fields(body.content, decision.set_fields)
-            log.region = decision.target_region or connection.region
-
             forwarded_at = time.perf_counter()
-            upstream = await self._forward(scope, headers, name, connection, url, body)
+            upstream, used = await self._forward(
+                scope, headers, name, connection, target, body, decision.targets
+            )
+            deployments = connection.deployments
+            log.region = (
+                decision.target_region if len(deployments) == 1 else deployments[used].region
+            )
             log.decision, log.bytes_in = "allow", body.size
             await self._stream_back(
                 upstream,
@@ -138,27 +143,52 @@ class DataPath:
         headers: Headers,
         name: str,
         connection: Connection,
-        url: str,
+        target: tuple[bytes, bytes],
         body: _RequestBody,
-    ) -> UpstreamResponse:
-        request = UpstreamRequest(
-            connection=name,
-            method=scope["method"],
-            url=url,
-            headers=upstream_headers(
-                headers, self.runtime.credentials[name], keep_length=body.streamed
-            ),
-            body=body.content,
-            timeouts=connection.timeout,
-            ca_file=connection.tls.ca_file,
-            region=connection.region,
+        allowed: tuple[int, ...],
+    ) -> tuple[UpstreamResponse, int]:
+        """Send to the first allowed target that answers; returns the response and its index.
+
+        Another allowed target is tried only when nothing reached the last one (it could not
+        be connected to, or proven to be in its region) and the body can be sent again.
+        When every allowed target fails, the call fails: it never goes to another region.
+        """
+        router = self.runtime.router
+        order = router.order(name, allowed)
+        can_retry = len(order) > 1 and isinstance(body.content, bytes)
+        deployments = connection.deployments
+        failures: list[str] = []
+        for index in order:
+            deployment = deployments[index]
+            request = UpstreamRequest(
+                connection=name,
+                method=scope["method"],
+                url=_target(deployment, *target),
+                headers=upstream_headers(
+                    headers, self.runtime.credentials[name][index], keep_length=body.streamed
+                ),
+                body=body.content,
+                timeouts=connection.timeout,
+                ca_file=deployment.tls.ca_file if deployment.tls is not None else None,
+                region=deployment.region,
+            )
+            try:
+                upstream = await self.runtime.executor.send(request)
+            except UpstreamError as exc:
+                if body.overflowed:
+                    raise _too_large(name, connection) from None
+                if not can_retry or exc.sent:
+                    raise Refusal(exc.code, exc.message) from None
+                router.failed(name, index)
+                failures.append(f"{deployment.url} ({deployment.region}): {exc.message}")
+                continue
+            router.worked(name, index)
+            return upstream, index
+        raise Refusal(
+            "region_not_allowed",
+            f"No target of connection {name!r} inside the policy's regions could be used "
+            f"({'; '.join(failures)}); targets in other regions are never used.",
         )
-        try:
-            return await self.runtime.executor.send(request)
-        except UpstreamError as exc:
-            if body.overflowed:
-                raise _too_large(name, connection) from None
-            raise Refusal(exc.code, exc.message) from None
 
     async def _stream_back(
         self,
@@ -258,9 +288,9 @@ def _connection_part(raw_path: bytes) -> tuple[str, bytes]:
         raise Refusal("bad_request", str(exc)) from None
 
 
-def _target(connection: Connection, tail: bytes, query: bytes) -> str:
+def _target(deployment: Target, tail: bytes, query: bytes) -> str:
     try:
-        return target_url(connection.url, tail, query)
+        return target_url(deployment.url, tail, query)
     except PathError as exc:
         raise Refusal("bad_request", str(exc)) from None
 

@@ -6,7 +6,8 @@ import asyncio
 from dataclasses import dataclass
 
 from geogate.agent import Executor, LocalExecutor
-from geogate.config import Config, Connection
+from geogate.config import Config, Credentials
+from geogate.gateway.routing import Router
 from geogate.gateway.trail import RefusalTrail
 from geogate.identity import ApiKeyAuthenticator, Authenticator, DirectoryWatch, TokenVerifier
 from geogate.policy import CompiledPolicy, compile_policy
@@ -19,9 +20,8 @@ from geogate.residency import (
 from geogate.store import Store, open_store
 
 
-def credential_headers(connection: Connection) -> list[tuple[str, str]]:
-    """The headers that authenticate the gateway to the target, computed once per connection."""
-    credentials = connection.credentials
+def credential_headers(credentials: Credentials | None) -> list[tuple[str, str]]:
+    """The headers that authenticate the gateway to a target, computed once per target."""
     if credentials is None:
         return []
     if credentials.bearer is not None:
@@ -41,7 +41,9 @@ class Runtime:
     tokens: TokenVerifier
     trail: RefusalTrail
     executor: Executor
-    credentials: dict[str, list[tuple[str, str]]]
+    credentials: dict[str, list[list[tuple[str, str]]]]
+    """Per connection, the credential headers of each of its targets."""
+    router: Router
 
     @classmethod
     async def start(cls, config: Config) -> Runtime:
@@ -68,9 +70,12 @@ class Runtime:
                 trail=trail,
                 executor=LocalExecutor(gateway.resolve, DestinationCheck(catalog, addresses)),
                 credentials={
-                    name: credential_headers(connection)
+                    name: [
+                        credential_headers(target.credentials) for target in connection.deployments
+                    ]
                     for name, connection in config.connections.items()
                 },
+                router=Router(),
             )
         except BaseException:
             await trail.close()

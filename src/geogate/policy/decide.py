@@ -47,6 +47,8 @@ class Decision:
     set_fields: tuple[tuple[str, str], ...] = ()
     """Top-level JSON fields the gateway sets in the request body before forwarding it, so
     the target keeps the data where the policy needs it (e.g. Anthropic's `inference_geo`)."""
+    targets: tuple[int, ...] = (0,)
+    """Which of the connection's targets the call may go to: those inside the policy."""
 
     @property
     def policy_name(self) -> str | None:
@@ -66,6 +68,7 @@ class Decision:
             "reasons": list(self.reasons),
             "hops": [{"name": h.name, "region": h.region, "inside": h.inside} for h in self.hops],
             "set_fields": dict(self.set_fields),
+            "targets": list(self.targets),
         }
 
 
@@ -162,14 +165,43 @@ class CompiledPolicy:
         reasons: list[str],
     ) -> Decision:
         policy = rule.policy
-        target, set_fields, fact_reason = self._target_region(rule, connection, facts)
-        if fact_reason is not None:
-            reasons.append(fact_reason)
-        hops = self._hops(rule, target)
+        limit = ", ".join(policy.regions)
+        deployments = connection.deployments
+        chosen: tuple[int, ...] = (0,)
+        set_fields: tuple[tuple[str, str], ...] = ()
+        if len(deployments) == 1:
+            target, set_fields, fact_reason = self._target_region(rule, connection, facts)
+            if fact_reason is not None:
+                reasons.append(fact_reason)
+            hops = self._hops(rule, (target,))
+        else:
+            allowed = rule.allowed_regions
+            chosen = tuple(
+                index
+                for index, deployment in enumerate(deployments)
+                if allowed is None or deployment.region in allowed
+            )
+            for index, deployment in enumerate(deployments):
+                if index not in chosen:
+                    reasons.append(
+                        f"target {deployment.url} is in {deployment.region}, outside {limit}: "
+                        "not used"
+                    )
+            if not chosen:
+                return Decision(
+                    False,
+                    "region_not_allowed",
+                    f"Policy {policy.name!r} keeps data inside {limit}, but none of the "
+                    f"{len(deployments)} targets of connection {name!r} is; targets in other "
+                    "regions are never used.",
+                    policy,
+                    tuple(reasons),
+                    self._hops(rule, tuple(deployment.region for deployment in deployments)),
+                )
+            hops = self._hops(rule, tuple(deployments[index].region for index in chosen))
         for hop in hops:
             if hop.inside:
                 continue
-            limit = ", ".join(policy.regions)
             if hop.region is None:
                 reasons.append(f"the {hop.name}'s region is not declared")
                 return Decision(
@@ -206,6 +238,7 @@ class CompiledPolicy:
             tuple(reasons),
             hops,
             set_fields,
+            chosen,
         )
 
     def _target_region(
@@ -241,14 +274,14 @@ class CompiledPolicy:
             f"the gateway sets inference_geo {geo!r} so Anthropic processes in {geographies[0]}",
         )
 
-    def _hops(self, rule: _Rule, target: str | None) -> tuple[Hop, ...]:
+    def _hops(self, rule: _Rule, targets: tuple[str | None, ...]) -> tuple[Hop, ...]:
         gateway = self.config.gateway
         recordings_region = gateway.recordings.region
         if recordings_region is None and gateway.recordings.store.startswith("file:"):
             recordings_region = gateway.region
         regions = (
             ("gateway", gateway.region),
-            ("target", target),
+            *(("target", target) for target in targets),
             ("recording store", recordings_region),
         )
         allowed = rule.allowed_regions
