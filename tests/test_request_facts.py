@@ -155,3 +155,70 @@ def test_a_body_that_is_not_an_object_cannot_take_the_field(
         )
     assert refused.status_code == 400
     assert "inference_geo" in refused.json()["error"]["message"]
+
+
+PATH_POLICY = """
+version: 1
+gateway: {{state: "sqlite:///state.db", region: onprem:gw}}
+regions:
+  onprem:gw: {{country: de}}
+connections:
+  bedrock: {{type: http, url: "https://bedrock-runtime.eu-central-1.amazonaws.com"}}
+  vertex: {{type: http, url: "https://europe-west4-aiplatform.googleapis.com"}}
+  vertex-global: {{type: http, url: "https://aiplatform.googleapis.com"}}
+policies:
+  - {{name: team, subjects: {{groups: [team]}}, connections: ["*"], regions: [onprem:gw, {regions}]}}
+"""
+
+PROFILE = "/model/{model}/converse"
+VERTEX = "/v1/projects/p/locations/{location}/publishers/google/models/gemini:generateContent"
+
+
+@pytest.mark.parametrize(
+    ("regions", "connection", "path", "expected"),
+    [
+        ("eu", "bedrock", PROFILE.format(model="anthropic.claude-3"), (True, "aws:eu-central-1")),
+        ("eu", "bedrock", PROFILE.format(model="eu.anthropic.claude-3"), (True, "aws:eu-profile")),
+        ("eu", "bedrock", PROFILE.format(model="us.anthropic.claude-3"), (False, "aws:us-profile")),
+        ("eu", "bedrock", PROFILE.format(model="global.anthropic.claude-3"), (False, "aws:global-profile")),
+        ("eu", "bedrock", PROFILE.format(model="apac.anthropic.claude-3"), (False, "aws:apac-profile")),
+        ("eu, aws:global", "bedrock", PROFILE.format(model="global.anthropic.claude-3"), (True, "aws:global-profile")),
+        ("aws:eu-central-1", "bedrock", PROFILE.format(model="eu.anthropic.claude-3"), (False, "aws:eu-profile")),
+        ("de", "bedrock", PROFILE.format(model="anthropic.claude-3"), (True, "aws:eu-central-1")),
+        ("eu", "bedrock", PROFILE.format(model="arn%3Aaws%3Abedrock%3Aus-east-1%3A123%3Afoundation-model%2Fanthropic.claude-3"), (False, "aws:us-east-1")),
+        ("eu", "bedrock", PROFILE.format(model="arn:aws:bedrock:eu-west-1:123:inference-profile/eu.anthropic.claude-3"), (True, "aws:eu-profile")),
+        ("eu", "vertex", VERTEX.format(location="europe-west4"), (True, "gcp:europe-west4")),
+        ("eu", "vertex-global", VERTEX.format(location="europe-west4"), (True, "gcp:europe-west4")),
+        ("eu", "vertex-global", VERTEX.format(location="us-central1"), (False, "gcp:us-central1")),
+        ("eu", "vertex-global", VERTEX.format(location="global"), (False, "gcp:global")),
+        ("eu", "vertex-global", "/v1/models", (False, "gcp:global")),
+    ],
+)  # fmt: skip
+def test_bedrock_and_vertex_paths_decide_where_the_model_runs(
+    regions: str, connection: str, path: str, expected: tuple[bool, str]
+) -> None:
+    config = parse_config(PATH_POLICY.format(regions=regions))
+    policy = compile_policy(config, catalog_for(config.regions, config.jurisdictions))
+    from geogate.protocols import adapter_for
+
+    facts = adapter_for("http").path_facts(path.lstrip("/").encode(), RequestFacts())
+    decision = policy.decide(ANN, connection, facts)
+    assert (decision.allowed, decision.target_region) == expected, decision.reasons
+    if not decision.allowed:
+        assert decision.code == "region_not_allowed"
+
+
+def test_a_bedrock_profile_outside_the_policy_is_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    with run_gateway(tmp_path, PATH_POLICY.format(regions="eu")) as gw:
+        key = gw.create_key("ann@example.com", groups=["team"])
+        refused = httpx2.post(
+            gw.url("bedrock") + "/model/us.anthropic.claude-3/converse",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"messages": []},
+        )
+    assert refused.status_code == 403
+    error = refused.json()["error"]
+    assert error["code"] == "region_not_allowed"
+    assert "aws:us-profile" in error["message"]

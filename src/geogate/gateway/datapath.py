@@ -86,7 +86,8 @@ class DataPath:
             _target(connection.deployments[0], *target)  # a bad path is refused before the body
             body = await _read_body(receive, headers, connection, adapter, name)
 
-            decision = self.runtime.policy.decide(principal, name, body.facts)
+            facts = adapter.path_facts(tail, body.facts)
+            decision = self.runtime.policy.decide(principal, name, facts)
             log.policy = decision.policy_name
             if not decision.allowed:
                 assert decision.code is not None

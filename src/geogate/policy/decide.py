@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 from geogate.config import SUPPORTED_TYPES, Config, Connection, Policy
@@ -19,10 +20,28 @@ class RequestFacts:
     model: str | None = None
     geo: str | None = None
     """A geography the request itself asks for: Anthropic's `inference_geo`."""
+    bedrock_model: str | None = None
+    """The model id or ARN in a Bedrock path (`/model/{id}/converse`)."""
+    location: str | None = None
+    """The location in a Vertex path (`.../locations/{location}/...`)."""
 
 
 _NO_FACTS = RequestFacts()
 _ANTHROPIC_GLOBAL = "anthropic:global"
+_BEDROCK_ARN = re.compile(r"arn:aws[a-z-]*:bedrock:([a-z0-9-]+):[0-9]*:[a-z-]+/(.+)")
+_PROFILE_GEOGRAPHIES: dict[str, str | None] = {
+    "us": "us",
+    "us-gov": "us",
+    "eu": "eu",
+    "jp": "jp",
+    "au": "au",
+    "ca": "ca",
+    "apac": None,
+    "global": None,
+}
+"""Bedrock cross-region inference profile prefixes -> the jurisdiction they stay in (None:
+they may run anywhere, or across several jurisdictions)."""
+_PROFILE_LABEL = re.compile(r"aws:([a-z-]+)-profile")
 _MAX_CACHED_DECISIONS = 8192
 
 
@@ -252,6 +271,13 @@ class CompiledPolicy:
         sent (and refused below when it is outside the policy).
         """
         region = connection.region
+        if region is not None and region.startswith("aws:") and facts.bedrock_model:
+            return self._bedrock_region(region, facts.bedrock_model, rule)
+        if region is not None and region.startswith("gcp:") and facts.location:
+            chosen = f"gcp:{facts.location.lower()}"
+            if chosen == region:
+                return region, (), None
+            return chosen, (), f"the request path names location {facts.location!r} ({chosen})"
         if connection.type != "anthropic" or region != _ANTHROPIC_GLOBAL:
             return region, (), None
         if facts.geo is not None:
@@ -274,6 +300,46 @@ class CompiledPolicy:
             f"the gateway sets inference_geo {geo!r} so Anthropic processes in {geographies[0]}",
         )
 
+    def _bedrock_region(
+        self, endpoint: str, model: str, rule: _Rule
+    ) -> tuple[str | None, tuple[tuple[str, str], ...], str | None]:
+        """Where Bedrock runs a model: the endpoint's region, an ARN's, or a profile's geography.
+
+        A cross-region inference profile (`eu.anthropic...`) may run in any AWS region of its
+        geography, so it stands for that geography: it is inside the policy only when every
+        AWS region of it is (see `_PROFILE_GEOGRAPHIES`; `global.` and `apac.` never are).
+        """
+        arn = _BEDROCK_ARN.match(model)
+        if arn is not None:
+            region, model = f"aws:{arn.group(1)}", arn.group(2)
+        else:
+            region = endpoint
+        prefix, dot, _ = model.partition(".")
+        if not dot or prefix not in _PROFILE_GEOGRAPHIES:
+            if region == endpoint:
+                return region, (), None
+            return region, (), f"the model ARN names region {region}"
+        jurisdiction = _PROFILE_GEOGRAPHIES[prefix]
+        where = f"any AWS region of {jurisdiction}" if jurisdiction else "any AWS region"
+        return (
+            f"aws:{prefix}-profile",
+            (),
+            f"model {model!r} is a {prefix}. cross-region inference profile: it may run in {where}",
+        )
+
+    def _inside(self, region: str | None, allowed: frozenset[str]) -> bool:
+        """A region id is inside when allowed; a Bedrock profile when all its regions are."""
+        if region is None:
+            return False
+        profile = _PROFILE_LABEL.fullmatch(region)
+        if profile is None:
+            return region in allowed
+        jurisdiction = _PROFILE_GEOGRAPHIES.get(profile.group(1))
+        if jurisdiction is None:
+            return "aws:global" in allowed
+        members = [r.id for r in self.catalog.regions(jurisdiction) if r.provider == "aws"]
+        return bool(members) and all(member in allowed for member in members)
+
     def _hops(self, rule: _Rule, targets: tuple[str | None, ...]) -> tuple[Hop, ...]:
         gateway = self.config.gateway
         recordings_region = gateway.recordings.region
@@ -286,7 +352,7 @@ class CompiledPolicy:
         )
         allowed = rule.allowed_regions
         return tuple(
-            Hop(hop, region, allowed is None or (region is not None and region in allowed))
+            Hop(hop, region, allowed is None or self._inside(region, allowed))
             for hop, region in regions
         )
 

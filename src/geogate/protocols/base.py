@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 from geogate.policy import RequestFacts
+
+_BEDROCK_MODEL = re.compile(
+    r"/model/(.+?)/(?:converse|converse-stream|invoke|invoke-with-response-stream)$"
+)
+"""The model segment, percent-encoded or not: an ARN written plainly holds slashes."""
+_VERTEX_LOCATION = re.compile(r"/locations/([a-z0-9-]+)(?:/|$)")
 
 
 class RequestBodyError(ValueError):
@@ -55,6 +64,26 @@ class ProtocolAdapter:
         if not isinstance(document, dict):
             return RequestFacts()
         return self.facts(document)
+
+    def path_facts(self, path: bytes, facts: RequestFacts) -> RequestFacts:
+        """Add what the URL path says about where the call runs.
+
+        Bedrock names the model in the path (`/model/{id}/converse`, an id that may be a
+        cross-region inference profile or an ARN); Vertex names the location
+        (`/projects/P/locations/{location}/...`). The policy reads them only for connections
+        in an `aws:` or `gcp:` region.
+        """
+        path = b"/" + path.lstrip(b"/")  # the part after /c/NAME/, which has no leading slash
+        if b"/model/" not in path and b"/locations/" not in path:
+            return facts
+        text = path.decode("latin-1")
+        model = _BEDROCK_MODEL.search(text)
+        location = _VERTEX_LOCATION.search(unquote(text))
+        return replace(
+            facts,
+            bedrock_model=unquote(model.group(1)) if model else None,
+            location=location.group(1) if location else None,
+        )
 
     def facts(self, document: dict[str, Any]) -> RequestFacts:
         """The facts in a parsed JSON request; adapters add their provider's own."""
