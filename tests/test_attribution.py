@@ -439,6 +439,7 @@ def test_an_azure_host_without_a_region_says_azure_needs_one() -> None:
         connections:
           azure:
             type: azure-openai
+            deployment: standard
             url: https://my-resource.openai.azure.com/openai   # <-
         """
     (problem,) = errors(text)

@@ -295,6 +295,8 @@ class Connection(Model):
     region: str | None = None
     targets: list[Target] = []
     """Several deployments of the same API: calls go to those inside the policy's regions."""
+    deployment: Literal["standard", "data-zone", "global"] | None = None
+    """Azure OpenAI only: where a deployment of that type processes (standard: its region)."""
     agent: str | None = None
     credentials: Annotated[Credentials | None, BeforeValidator(_credentials)] = None
     timeout: Annotated[Timeouts, BeforeValidator(_timeouts)] = Timeouts()
@@ -307,6 +309,12 @@ class Connection(Model):
             raise ValueError("a connection takes either `url` or a list of `targets`")
         if self.targets and self.region is not None:
             raise ValueError("with `targets`, give each target its own `region`")
+        if (self.type == "azure-openai") != (self.deployment is not None):
+            raise ValueError(
+                "an azure-openai connection needs `deployment: standard`, `data-zone` or "
+                "`global` (Azure processes Global and Data Zone deployments outside the "
+                "resource's region); other connection types take no `deployment`"
+            )
         return self
 
     @property

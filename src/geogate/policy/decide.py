@@ -41,7 +41,9 @@ _PROFILE_GEOGRAPHIES: dict[str, str | None] = {
 }
 """Bedrock cross-region inference profile prefixes -> the jurisdiction they stay in (None:
 they may run anywhere, or across several jurisdictions)."""
-_PROFILE_LABEL = re.compile(r"aws:([a-z-]+)-profile")
+_DATA_ZONES: dict[str, str | None] = {"eu": "eu", "us": "us"}
+"""Azure OpenAI data zones -> the jurisdiction they stay in."""
+_ZONE_LABEL = re.compile(r"(aws|azure):([a-z-]+)-(?:profile|datazone)")
 _MAX_CACHED_DECISIONS = 8192
 
 
@@ -271,6 +273,8 @@ class CompiledPolicy:
         sent (and refused below when it is outside the policy).
         """
         region = connection.region
+        if connection.deployment in ("data-zone", "global") and region is not None:
+            return self._azure_zone(region, connection.deployment)
         if region is not None and region.startswith("aws:") and facts.bedrock_model:
             return self._bedrock_region(region, facts.bedrock_model, rule)
         if region is not None and region.startswith("gcp:") and facts.location:
@@ -327,17 +331,39 @@ class CompiledPolicy:
             f"model {model!r} is a {prefix}. cross-region inference profile: it may run in {where}",
         )
 
+    def _azure_zone(
+        self, region: str, deployment: str
+    ) -> tuple[str | None, tuple[tuple[str, str], ...], str | None]:
+        """Azure's Global deployments run anywhere; Data Zone ones anywhere in the EU or US."""
+        if deployment == "global":
+            return "azure:global", (), "a Global deployment may process in any Azure region"
+        place = self.catalog.get(region)
+        zone = next(
+            (name for name in ("eu", "us") if place is not None and name in place.jurisdictions),
+            "unknown",
+        )
+        return (
+            f"azure:{zone}-datazone",
+            (),
+            f"a Data Zone deployment in {region} may process in any Azure region of its zone "
+            f"({zone})",
+        )
+
     def _inside(self, region: str | None, allowed: frozenset[str]) -> bool:
-        """A region id is inside when allowed; a Bedrock profile when all its regions are."""
+        """A region id is inside when allowed; a geography (a Bedrock profile, an Azure data
+        zone) when every region of that provider in it is."""
         if region is None:
             return False
-        profile = _PROFILE_LABEL.fullmatch(region)
-        if profile is None:
+        zone = _ZONE_LABEL.fullmatch(region)
+        if zone is None:
             return region in allowed
-        jurisdiction = _PROFILE_GEOGRAPHIES.get(profile.group(1))
+        provider, name = zone.group(1), zone.group(2)
+        jurisdiction = (
+            _PROFILE_GEOGRAPHIES.get(name) if provider == "aws" else _DATA_ZONES.get(name)
+        )
         if jurisdiction is None:
-            return "aws:global" in allowed
-        members = [r.id for r in self.catalog.regions(jurisdiction) if r.provider == "aws"]
+            return f"{provider}:global" in allowed
+        members = [r.id for r in self.catalog.regions(jurisdiction) if r.provider == provider]
         return bool(members) and all(member in allowed for member in members)
 
     def _hops(self, rule: _Rule, targets: tuple[str | None, ...]) -> tuple[Hop, ...]:
@@ -368,7 +394,7 @@ def _not_yet_enforced(policy: Policy, name: str, connection: Connection) -> tupl
         return (
             "connection_not_allowed",
             f"Connection {name!r} is of type {connection.type!r}, which this GeoGate version "
-            f"cannot forward yet; use an openai, anthropic or http connection.",
+            f"cannot forward yet; use one of: {', '.join(sorted(SUPPORTED_TYPES))}.",
         )
     if connection.agent is not None:
         return (

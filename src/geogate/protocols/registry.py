@@ -5,10 +5,17 @@ from __future__ import annotations
 from geogate.protocols.anthropic import AnthropicAdapter
 from geogate.protocols.base import ProtocolAdapter
 from geogate.protocols.http import HttpAdapter
-from geogate.protocols.openai import OpenAIAdapter
+from geogate.protocols.openai import AzureOpenAIAdapter, MistralAdapter, OpenAIAdapter
 
 _ADAPTERS: dict[str, ProtocolAdapter] = {
-    adapter.name: adapter for adapter in (OpenAIAdapter(), AnthropicAdapter(), HttpAdapter())
+    adapter.name: adapter
+    for adapter in (
+        OpenAIAdapter(),
+        AzureOpenAIAdapter(),
+        MistralAdapter(),
+        AnthropicAdapter(),
+        HttpAdapter(),
+    )
 }
 
 
