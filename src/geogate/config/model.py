@@ -319,7 +319,10 @@ class Connection(Model):
 
     @property
     def deployments(self) -> tuple[Target, ...]:
-        """Every target, each with its own or the connection's region, credentials and TLS."""
+        """Every target, each with its own or the connection's region, credentials and TLS.
+
+        Built on each access (a copy of the model must not keep a stale answer): the gateway
+        keeps the result per connection (`Runtime.targets`) rather than ask on every call."""
         if self.url is not None:
             return (
                 Target(

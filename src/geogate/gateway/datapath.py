@@ -83,7 +83,8 @@ class DataPath:
                     f"(/c/CONNECTION/...) against the connections in the policy file.",
                 )
             target = (tail, scope["query_string"])
-            _target(connection.deployments[0], *target)  # a bad path is refused before the body
+            deployments = self.runtime.targets[name]
+            _target(deployments[0], *target)  # a bad path is refused before the body
             body = await _read_body(receive, headers, connection, adapter, name)
 
             facts = adapter.path_facts(tail, body.facts)
@@ -98,7 +99,6 @@ class DataPath:
             upstream, used = await self._forward(
                 scope, headers, name, connection, target, body, decision.targets
             )
-            deployments = connection.deployments
             log.region = (
                 decision.target_region if len(deployments) == 1 else deployments[used].region
             )
@@ -157,7 +157,7 @@ class DataPath:
         router = self.runtime.router
         order = router.order(name, allowed)
         can_retry = len(order) > 1 and isinstance(body.content, bytes)
-        deployments = connection.deployments
+        deployments = self.runtime.targets[name]
         failures: list[str] = []
         for index in order:
             deployment = deployments[index]

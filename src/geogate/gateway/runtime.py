@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from geogate.agent import Executor, LocalExecutor
-from geogate.config import Config, Credentials
+from geogate.config import Config, Credentials, Target
 from geogate.gateway.routing import Router
 from geogate.gateway.trail import RefusalTrail
 from geogate.identity import ApiKeyAuthenticator, Authenticator, DirectoryWatch, TokenVerifier
@@ -41,6 +41,8 @@ class Runtime:
     tokens: TokenVerifier
     trail: RefusalTrail
     executor: Executor
+    targets: dict[str, tuple[Target, ...]]
+    """Per connection, its targets (`Connection.deployments`, built once here)."""
     credentials: dict[str, list[list[tuple[str, str]]]]
     """Per connection, the credential headers of each of its targets."""
     router: Router
@@ -69,6 +71,9 @@ class Runtime:
                 tokens=tokens,
                 trail=trail,
                 executor=LocalExecutor(gateway.resolve, DestinationCheck(catalog, addresses)),
+                targets={
+                    name: connection.deployments for name, connection in config.connections.items()
+                },
                 credentials={
                     name: [
                         credential_headers(target.credentials) for target in connection.deployments
