@@ -84,7 +84,7 @@ class DataPath:
                 )
             target = (tail, scope["query_string"])
             deployments = self.runtime.targets[name]
-            _target(deployments[0], *target)  # a bad path is refused before the body
+            first_url = _target(deployments[0], *target)  # a bad path is refused before the body
             body = await _read_body(receive, headers, connection, adapter, name)
 
             facts = adapter.path_facts(tail, body.facts)
@@ -97,7 +97,7 @@ class DataPath:
                 body.content = _with_fields(body.content, decision.set_fields)
             forwarded_at = time.perf_counter()
             upstream, used = await self._forward(
-                scope, headers, name, connection, target, body, decision.targets
+                scope, headers, name, connection, target, first_url, body, decision.targets
             )
             log.region = (
                 decision.target_region if len(deployments) == 1 else deployments[used].region
@@ -145,6 +145,7 @@ class DataPath:
         name: str,
         connection: Connection,
         target: tuple[bytes, bytes],
+        first_url: str,
         body: _RequestBody,
         allowed: tuple[int, ...],
     ) -> tuple[UpstreamResponse, int]:
@@ -164,7 +165,7 @@ class DataPath:
             request = UpstreamRequest(
                 connection=name,
                 method=scope["method"],
-                url=_target(deployment, *target),
+                url=first_url if index == 0 else _target(deployment, *target),
                 headers=upstream_headers(
                     headers, self.runtime.credentials[name][index], keep_length=body.streamed
                 ),
