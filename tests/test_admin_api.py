@@ -119,6 +119,7 @@ def test_an_admin_manages_keys_and_users(gw: Gateway, admin: dict[str, str]) -> 
     assert api(gw, "DELETE", f"/api/v1/keys/{created['id']}", admin).status_code == 204
     events = api(gw, "GET", "/api/v1/events?subject=cara@example.eu", admin).json()
     assert [(e["kind"], e["actor"]) for e in events if e["kind"] != "call.refused"] == [
+        ("user.created", "root@example.eu"),
         ("key.created", "root@example.eu"),
         ("user.deactivated", "root@example.eu"),
         ("user.activated", "root@example.eu"),

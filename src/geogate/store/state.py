@@ -239,7 +239,7 @@ class Store:
         key_id = "key_" + secrets.token_hex(6)
         prefix = key[len(API_KEY_PREFIX) : len(API_KEY_PREFIX) + 8]
         async with self._writer.begin() as conn:
-            owner_id = await _owner_for_new_key(conn, owner, now)
+            owner_id = await _owner_for_new_key(conn, owner, now, actor)
             account_id: int | None = None
             account_groups: list[str] = []
             if service_account is not None:
@@ -702,13 +702,16 @@ def _keys_joined(*columns: Any) -> Select[Any]:
     )
 
 
-async def _owner_for_new_key(conn: AsyncConnection, owner: str, now: datetime) -> int:
+async def _owner_for_new_key(
+    conn: AsyncConnection, owner: str, now: datetime, actor: str
+) -> int:
     row = (await conn.execute(select(User.id, User.active).where(User.name == owner))).first()
     if row is None:
         result = await conn.execute(
             insert(User).values(name=owner, active=True, created_at=now).returning(User.id)
         )
-        return result.scalar_one()
+        await journal.write_events(conn, [Event("user.created", actor, owner)])
+        return int(result.scalar_one())
     user_id, active = row
     if not active:
         raise StoreError(
