@@ -702,9 +702,7 @@ def _keys_joined(*columns: Any) -> Select[Any]:
     )
 
 
-async def _owner_for_new_key(
-    conn: AsyncConnection, owner: str, now: datetime, actor: str
-) -> int:
+async def _owner_for_new_key(conn: AsyncConnection, owner: str, now: datetime, actor: str) -> int:
     row = (await conn.execute(select(User.id, User.active).where(User.name == owner))).first()
     if row is None:
         result = await conn.execute(
