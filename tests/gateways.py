@@ -150,9 +150,18 @@ def geogate_up(folder: Path, workers: int = 2) -> Iterator[UpProcess]:
 
 
 @contextmanager
-def run_gateway(folder: Path, policy_yaml: str, port: int = 0) -> Iterator[Gateway]:
+def run_gateway(
+    folder: Path,
+    policy_yaml: str,
+    port: int = 0,
+    *,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+) -> Iterator[Gateway]:
+    """The gateway on a loopback port; https with `certfile`/`keyfile` (see tests/tls.py)."""
     (folder / "geogate.yaml").write_text(policy_yaml)
     config = parse_config(policy_yaml, filename=str(folder / "geogate.yaml"), base_dir=folder)
     access_lines: list[str] = []
-    with run_asgi(create_app(config, access_lines.append), port) as base_url:
+    app = create_app(config, access_lines.append)
+    with run_asgi(app, port, certfile=certfile, keyfile=keyfile) as base_url:
         yield Gateway(base_url, config, access_lines)

@@ -316,7 +316,7 @@ def decide(
         ("eu", "http", "http://127.0.0.1:8090", "onprem:dc1", ALLOWED, "onprem:dc1"),
         ("us", "http", "http://127.0.0.1:8090", "onprem:dc1", OUTSIDE, "onprem:dc1"),
         # a type this version cannot forward is refused, but its hop is still placed
-        ("eu", "bedrock", BEDROCK_EU, None, (False, "connection_not_allowed"), "aws:eu-central-1"),
+        ("eu", "bedrock", BEDROCK_EU, None, ALLOWED, "aws:eu-central-1"),
         ("us", "bedrock", BEDROCK_EU, None, OUTSIDE, "aws:eu-central-1"),
     ],
 )  # fmt: skip

@@ -1220,9 +1220,9 @@ def test_check_config_without_extras_has_no_notes(tmp_path: Path) -> None:
 def test_check_config_notes_unsupported_types_at_their_line(tmp_path: Path) -> None:
     path = tmp_path / "geogate.yaml"
     path.write_text(
-        "version: 1\nconnections:\n  br:\n    type: bedrock\n"
-        "    url: https://bedrock-runtime.eu-central-1.amazonaws.com\n"
+        "version: 1\nconnections:\n  vx:\n    type: vertex\n"
+        "    url: https://europe-west4-aiplatform.googleapis.com\n"
     )
     (note,) = check_config(path, env={}).notes
     assert note.line == 4
-    assert note.message.startswith("note: connection type 'bedrock' is not supported yet")
+    assert note.message.startswith("note: connection type 'vertex' is not supported yet")

@@ -9,6 +9,7 @@ with run_asgi(app, host="127.0.0.1", certfile=cert, keyfile=key) as url: ...
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class CertificateAuthority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(host) for host in hosts]), critical=False
+                x509.SubjectAlternativeName([_name(host) for host in hosts]), critical=False
             )
             .add_extension(
                 x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
@@ -97,6 +98,14 @@ class CertificateAuthority:
             )
         )
         return cert_path, key_path
+
+
+def _name(host: str) -> x509.GeneralName:
+    """A DNS name, or an IP address (a test server reached as https://127.0.0.1:PORT)."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def fingerprint(cert_path: Path) -> str:

@@ -20,7 +20,7 @@ from geogate.config.source import MAX_BYTES, Document, Loc, read_document
 from geogate.config.validate import validate
 from geogate.residency import attribute_url
 
-SUPPORTED_TYPES = frozenset({"openai", "anthropic", "http", "azure-openai", "mistral"})
+SUPPORTED_TYPES = frozenset({"openai", "anthropic", "http", "azure-openai", "mistral", "bedrock"})
 """Connection types this version can forward; the others load but their calls are refused."""
 
 RECORDING_NOTE = "recordings are not written yet; these settings are checked and stored only"

@@ -82,7 +82,9 @@ def _check_connections(document: Document, config: Config) -> None:
                 label=("connections",),
             )
         if connection.credentials is not None:
-            _check_credentials(document, (*loc, "credentials"), connection.credentials)
+            _check_credentials(
+                document, (*loc, "credentials"), connection.credentials, connection.type
+            )
         for target, at in _targets(name, connection):
             url = urlsplit(target.url)
             region = target.region or ""
@@ -101,7 +103,9 @@ def _check_connections(document: Document, config: Config) -> None:
                 and target.credentials is not None
                 and target.credentials is not (connection.credentials)
             ):
-                _check_credentials(document, (*at, "credentials"), target.credentials)
+                _check_credentials(
+                    document, (*at, "credentials"), target.credentials, connection.type
+                )
 
 
 def _targets(name: str, connection: Connection) -> list[tuple[Target, Loc]]:
@@ -215,8 +219,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _check_credentials(document: Document, loc: Loc, credentials: Credentials) -> None:
+def _check_credentials(document: Document, loc: Loc, credentials: Credentials, kind: str) -> None:
     """Catch the credentials that would fail at the first call, or smuggle extra headers."""
+    aws = credentials.aws
+    if aws is not None:
+        if kind != "bedrock":
+            document.error(
+                (*loc, "aws"),
+                "AWS credentials sign Bedrock requests; this is a " + kind + " connection",
+            )
+        elif aws.role_arn is not None:
+            document.error(
+                (*loc, "aws", "role_arn"),
+                "role_arn is not supported yet; give access_key_id and secret_access_key, or a "
+                "profile of the gateway host",
+            )
+        elif (aws.access_key_id is None) != (aws.secret_access_key is None):
+            document.error((*loc, "aws"), "give both access_key_id and secret_access_key")
     values: list[tuple[Loc, str]] = []
     if credentials.bearer is not None:
         values.append(((*loc, "bearer"), credentials.bearer))

@@ -160,15 +160,26 @@ class DataPath:
         can_retry = len(order) > 1 and isinstance(body.content, bytes)
         deployments = self.runtime.targets[name]
         failures: list[str] = []
+        adapter = adapter_for(connection.type)
         for index in order:
             deployment = deployments[index]
+            url = first_url if index == 0 else _target(deployment, *target)
+            sent_headers = upstream_headers(
+                headers,
+                self.runtime.credentials[name][index],
+                keep_length=body.streamed,
+                also_dropped=adapter.dropped_request_headers,
+            )
+            signer = self.runtime.signers[name][index]
+            if signer is not None:
+                if not isinstance(body.content, bytes):
+                    raise Refusal("bad_request", "A signed request needs its whole body at once.")
+                sent_headers += signer.sign(scope["method"], url, sent_headers, body.content)
             request = UpstreamRequest(
                 connection=name,
                 method=scope["method"],
-                url=first_url if index == 0 else _target(deployment, *target),
-                headers=upstream_headers(
-                    headers, self.runtime.credentials[name][index], keep_length=body.streamed
-                ),
+                url=url,
+                headers=sent_headers,
                 body=body.content,
                 timeouts=connection.timeout,
                 ca_file=deployment.tls.ca_file if deployment.tls is not None else None,

@@ -53,6 +53,7 @@ def refusal_response(
         (b"x-geogate-request-id", rid),
         (b"x-geogate-error", refusal.code.encode()),
         (adapter.request_id_header, rid),
+        *adapter.error_headers(refusal.code),
     ]
     if refusal.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="geogate"'))

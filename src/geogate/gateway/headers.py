@@ -72,10 +72,22 @@ def _hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
 
 
 def upstream_headers(
-    headers: Headers, injected: list[tuple[str, str]], *, keep_length: bool
+    headers: Headers,
+    injected: list[tuple[str, str]],
+    *,
+    keep_length: bool,
+    also_dropped: frozenset[bytes] = frozenset(),
 ) -> list[tuple[str, str]]:
-    """Caller headers minus hop-by-hop, credentials and x-geogate-*, plus the connection's own."""
-    dropped = _hop_by_hop(headers) | CALLER_ONLY | {name.lower().encode() for name, _ in injected}
+    """Caller headers minus hop-by-hop, credentials and x-geogate-*, plus the connection's own.
+
+    `also_dropped` names caller headers this target must not see (a caller's own signature).
+    """
+    dropped = (
+        _hop_by_hop(headers)
+        | CALLER_ONLY
+        | also_dropped
+        | {name.lower().encode() for name, _ in injected}
+    )
     if keep_length:  # a body passed on as it streams keeps the caller's declared length
         dropped -= {b"content-length"}
     out = [

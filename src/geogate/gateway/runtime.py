@@ -6,11 +6,12 @@ import asyncio
 from dataclasses import dataclass
 
 from geogate.agent import Executor, LocalExecutor
-from geogate.config import Config, Credentials, Target
+from geogate.config import Config, Connection, Credentials, Target
 from geogate.gateway.routing import Router
 from geogate.gateway.trail import RefusalTrail
 from geogate.identity import ApiKeyAuthenticator, Authenticator, DirectoryWatch, TokenVerifier
 from geogate.policy import CompiledPolicy, compile_policy
+from geogate.protocols import SigV4Signer
 from geogate.residency import (
     DestinationCheck,
     address_ranges_path,
@@ -31,6 +32,14 @@ def credential_headers(credentials: Credentials | None) -> list[tuple[str, str]]
     return []  # aws: signed per request by the bedrock adapter, which refuses until it exists
 
 
+def _signer(connection: Connection, target: Target) -> SigV4Signer | None:
+    """Bedrock targets with `credentials: {aws: ...}` sign each request for their region."""
+    aws = target.credentials.aws if target.credentials is not None else None
+    if connection.type != "bedrock" or aws is None or target.region is None:
+        return None
+    return SigV4Signer(aws, target.region.partition(":")[2])
+
+
 @dataclass(frozen=True)
 class Runtime:
     config: Config
@@ -45,6 +54,8 @@ class Runtime:
     """Per connection, its targets (`Connection.deployments`, built once here)."""
     credentials: dict[str, list[list[tuple[str, str]]]]
     """Per connection, the credential headers of each of its targets."""
+    signers: dict[str, list[SigV4Signer | None]]
+    """Per connection, the request signer of each target that signs (Bedrock with AWS keys)."""
     router: Router
 
     @classmethod
@@ -81,6 +92,10 @@ class Runtime:
                     for name, connection in config.connections.items()
                 },
                 router=Router(),
+                signers={
+                    name: [_signer(connection, target) for target in connection.deployments]
+                    for name, connection in config.connections.items()
+                },
             )
         except BaseException:
             await trail.close()

@@ -8,6 +8,7 @@ provider format themselves.
 from __future__ import annotations
 
 from geogate.protocols.base import ProtocolAdapter, RequestBodyError
+from geogate.protocols.bedrock import SigV4Signer
 from geogate.protocols.registry import adapter_for
 
-__all__ = ["ProtocolAdapter", "RequestBodyError", "adapter_for"]
+__all__ = ["ProtocolAdapter", "RequestBodyError", "SigV4Signer", "adapter_for"]

@@ -29,6 +29,12 @@ class ProtocolAdapter:
     """Whether a request body declared as JSON must parse (and is buffered to check it)."""
     request_id_header: ClassVar[bytes] = b"x-request-id"
     """The header the provider's SDK reads a request id from (shown in its exceptions)."""
+    dropped_request_headers: ClassVar[frozenset[bytes]] = frozenset()
+    """Caller headers that must not reach the target (e.g. a caller's own request signature)."""
+
+    def error_headers(self, code: str) -> list[tuple[bytes, bytes]]:
+        """Headers the provider's SDK reads an error's code from; none for most."""
+        return []
 
     def error_payload(
         self, code: str, message: str, request_id: str, details: dict[str, object]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from geogate.protocols.anthropic import AnthropicAdapter
 from geogate.protocols.base import ProtocolAdapter
+from geogate.protocols.bedrock import BedrockAdapter
 from geogate.protocols.http import HttpAdapter
 from geogate.protocols.openai import AzureOpenAIAdapter, MistralAdapter, OpenAIAdapter
 
@@ -14,6 +15,7 @@ _ADAPTERS: dict[str, ProtocolAdapter] = {
         AzureOpenAIAdapter(),
         MistralAdapter(),
         AnthropicAdapter(),
+        BedrockAdapter(),
         HttpAdapter(),
     )
 }
