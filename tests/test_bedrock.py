@@ -8,8 +8,10 @@ policy places in `aws:eu-central-1`.
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,9 @@ class Bedrock:
         headers = {name.decode(): value.decode() for name, value in scope["headers"]}
         ok = _verifies(scope, headers, b"".join(chunks))
         self.calls.append((scope["path"], ok, headers))
+        if ok and scope["path"].endswith("/converse-stream"):
+            await _stream_reply(send)
+            return
         if ok:
             status, body, extra = 200, _converse_reply(), []
         else:
@@ -80,6 +85,49 @@ def _verifies(scope: Scope, headers: dict[str, str], body: bytes) -> bool:
         auth.string_to_sign(request, auth.canonical_request(request)), request
     )
     return bool(expected == match.group(5))
+
+
+def _event(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One AWS event-stream message (prelude, string headers, JSON payload, CRCs)."""
+    headers = b""
+    for name, value in (
+        (":message-type", "event"),
+        (":event-type", event_type),
+        (":content-type", "application/json"),
+    ):
+        raw = value.encode()
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
+    body = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", binascii.crc32(prelude))
+    message = prelude + headers + body
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+async def _stream_reply(send: Send) -> None:
+    """ConverseStream's answer, one event per chunk, as Bedrock streams it."""
+    headers = [(b"content-type", b"application/vnd.amazon.eventstream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    events = [
+        _event("messageStart", {"role": "assistant"}),
+        *(
+            _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": word}})
+            for word in ("hello ", "from ", "eu")
+        ),
+        _event("contentBlockStop", {"contentBlockIndex": 0}),
+        _event("messageStop", {"stopReason": "end_turn"}),
+        _event(
+            "metadata",
+            {
+                "usage": {"inputTokens": 1, "outputTokens": 3, "totalTokens": 4},
+                "metrics": {"latencyMs": 1},
+            },
+        ),
+    ]
+    for event in events:
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _converse_reply() -> bytes:
@@ -203,3 +251,21 @@ def test_a_caller_without_a_gateway_key_is_refused(
             modelId="anthropic.claude-3-haiku", messages=MESSAGES
         )
     assert caught.value.response["Error"]["Code"] == "unauthenticated"
+
+
+def test_converse_stream_passes_through_as_an_event_stream(
+    gw: Gateway, bedrock: tuple[Bedrock, int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _, _ = bedrock
+    key = gw.create_key("cy@example.eu", groups=["team"])
+    reply = client(gw, key, monkeypatch).converse_stream(
+        modelId="anthropic.claude-3-haiku", messages=MESSAGES
+    )
+    texts = [
+        event["contentBlockDelta"]["delta"]["text"]
+        for event in reply["stream"]
+        if "contentBlockDelta" in event
+    ]
+    assert texts == ["hello ", "from ", "eu"]
+    assert app.calls[-1][0] == "/model/anthropic.claude-3-haiku/converse-stream"
+    assert app.calls[-1][1]  # signed by the gateway
