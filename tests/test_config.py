@@ -743,7 +743,7 @@ BAD_FILES = {
             url: https://x.example.com
             credentials: {bearer: a-token, header: {x-api-key: b-token}}   # <-
         """,
-        "connections.llm.credentials: credentials take exactly one of bearer, header or aws",
+        "connections.llm.credentials: credentials take exactly one of bearer, header, aws or google",
     ),
     "header value smuggling a second header": (
         """\
@@ -1088,7 +1088,7 @@ def test_credentials_keyword_none_is_not_scrubbed() -> None:
         "version: 1\nconnections:\n  llm: {type: openai, url: 'https://x.example.com', "
         "credentials: none}\n  b: {type: openai, url: 'https://x.example.com', credentials: {}}\n"
     )
-    assert problem.message.endswith("exactly one of bearer, header or aws (or `none`)")
+    assert problem.message.endswith("exactly one of bearer, header, aws or google (or `none`)")
 
 
 def test_interpolated_value_is_shown_as_written() -> None:
@@ -1220,9 +1220,10 @@ def test_check_config_without_extras_has_no_notes(tmp_path: Path) -> None:
 def test_check_config_notes_unsupported_types_at_their_line(tmp_path: Path) -> None:
     path = tmp_path / "geogate.yaml"
     path.write_text(
-        "version: 1\nconnections:\n  vx:\n    type: vertex\n"
-        "    url: https://europe-west4-aiplatform.googleapis.com\n"
+        "version: 1\nconnections:\n  tools:\n    type: mcp\n"
+        "    url: https://mcp.corp.example/sse\n    region: onprem:dc\n"
+        "regions:\n  onprem:dc: {jurisdiction: eu}\n"
     )
     (note,) = check_config(path, env={}).notes
     assert note.line == 4
-    assert note.message.startswith("note: connection type 'vertex' is not supported yet")
+    assert note.message.startswith("note: connection type 'mcp' is not supported yet")

@@ -20,7 +20,9 @@ from geogate.config.source import MAX_BYTES, Document, Loc, read_document
 from geogate.config.validate import validate
 from geogate.residency import attribute_url
 
-SUPPORTED_TYPES = frozenset({"openai", "anthropic", "http", "azure-openai", "mistral", "bedrock"})
+SUPPORTED_TYPES = frozenset(
+    {"openai", "anthropic", "http", "azure-openai", "mistral", "bedrock", "vertex"}
+)
 """Connection types this version can forward; the others load but their calls are refused."""
 
 RECORDING_NOTE = "recordings are not written yet; these settings are checked and stored only"
@@ -158,8 +160,15 @@ def _region(url: str, declared: str | None) -> str | None:
 
 
 def _resolve_ca_file(connection: Connection, base: Path) -> Connection:
-    """A CA file is relative to the policy file, for the connection and each target."""
+    """A CA file (and a key file) is relative to the policy file, for the connection and each
+    target."""
     update: dict[str, object] = {"tls": _tls(connection.tls, base)}
+    google = connection.credentials.google if connection.credentials is not None else None
+    if google is not None and connection.credentials is not None:
+        located = google.model_copy(
+            update={"service_account_file": _path(google.service_account_file, base)}
+        )
+        update["credentials"] = connection.credentials.model_copy(update={"google": located})
     if connection.targets:
         update["targets"] = [
             target

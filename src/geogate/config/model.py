@@ -219,18 +219,29 @@ class AwsCredentials(Model):
     role_arn: str | None = None
 
 
+class GoogleCredentials(Model):
+    """A Google Cloud service account, for Vertex AI: access tokens are minted from its key."""
+
+    service_account_file: str
+    """The service account's JSON key file (relative to the policy file)."""
+
+
 class Credentials(Model):
     """How the gateway authenticates to the target; exactly one form."""
 
     bearer: str | None = None
     header: dict[str, str] | None = None
     aws: AwsCredentials | None = None
+    google: GoogleCredentials | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Credentials:
-        given = [name for name in ("bearer", "header", "aws") if getattr(self, name) is not None]
+        forms = ("bearer", "header", "aws", "google")
+        given = [name for name in forms if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("credentials take exactly one of bearer, header or aws (or `none`)")
+            raise ValueError(
+                "credentials take exactly one of bearer, header, aws or google (or `none`)"
+            )
         return self
 
 

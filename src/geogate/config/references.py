@@ -221,6 +221,10 @@ def is_loopback(host: str) -> bool:
 
 def _check_credentials(document: Document, loc: Loc, credentials: Credentials, kind: str) -> None:
     """Catch the credentials that would fail at the first call, or smuggle extra headers."""
+    if credentials.google is not None and kind != "vertex":
+        document.error(
+            (*loc, "google"), "Google credentials are for vertex connections; this is " + kind
+        )
     aws = credentials.aws
     if aws is not None:
         if kind != "bedrock":

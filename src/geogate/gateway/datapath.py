@@ -29,7 +29,7 @@ from geogate.gateway.paths import PathError, split_connection, target_url
 from geogate.gateway.runtime import Runtime
 from geogate.identity import AuthError, Principal
 from geogate.policy import RequestFacts
-from geogate.protocols import ProtocolAdapter, RequestBodyError, adapter_for
+from geogate.protocols import ProtocolAdapter, RequestBodyError, TokenError, adapter_for
 from geogate.residency import Evidence
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -170,6 +170,15 @@ class DataPath:
                 keep_length=body.streamed,
                 also_dropped=adapter.dropped_request_headers,
             )
+            source = self.runtime.tokens_for.get(name)
+            if source is not None:
+                try:
+                    sent_headers.append(("Authorization", f"Bearer {await source.token()}"))
+                except TokenError as exc:
+                    raise Refusal(
+                        "upstream_error",
+                        f"No access token for connection {name!r}: {exc}; nothing was sent.",
+                    ) from None
             signer = self.runtime.signers[name][index]
             if signer is not None:
                 if not isinstance(body.content, bytes):

@@ -11,7 +11,7 @@ from geogate.gateway.routing import Router
 from geogate.gateway.trail import RefusalTrail
 from geogate.identity import ApiKeyAuthenticator, Authenticator, DirectoryWatch, TokenVerifier
 from geogate.policy import CompiledPolicy, compile_policy
-from geogate.protocols import SigV4Signer
+from geogate.protocols import GoogleTokenSource, SigV4Signer
 from geogate.residency import (
     DestinationCheck,
     address_ranges_path,
@@ -56,6 +56,8 @@ class Runtime:
     """Per connection, the credential headers of each of its targets."""
     signers: dict[str, list[SigV4Signer | None]]
     """Per connection, the request signer of each target that signs (Bedrock with AWS keys)."""
+    tokens_for: dict[str, GoogleTokenSource]
+    """Per Vertex connection with a service account, where its access tokens come from."""
     router: Router
 
     @classmethod
@@ -96,6 +98,11 @@ class Runtime:
                     name: [_signer(connection, target) for target in connection.deployments]
                     for name, connection in config.connections.items()
                 },
+                tokens_for={
+                    name: GoogleTokenSource(connection.credentials.google)
+                    for name, connection in config.connections.items()
+                    if connection.credentials is not None and connection.credentials.google
+                },
             )
         except BaseException:
             await trail.close()
@@ -106,6 +113,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self.executor.close()
+        for source in self.tokens_for.values():
+            await source.close()
         await self.trail.close()
         await self.directory.close()
         await self.tokens.close()

@@ -10,5 +10,13 @@ from __future__ import annotations
 from geogate.protocols.base import ProtocolAdapter, RequestBodyError
 from geogate.protocols.bedrock import SigV4Signer
 from geogate.protocols.registry import adapter_for
+from geogate.protocols.vertex import GoogleTokenSource, TokenError
 
-__all__ = ["ProtocolAdapter", "RequestBodyError", "SigV4Signer", "adapter_for"]
+__all__ = [
+    "GoogleTokenSource",
+    "ProtocolAdapter",
+    "RequestBodyError",
+    "SigV4Signer",
+    "TokenError",
+    "adapter_for",
+]

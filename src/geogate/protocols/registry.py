@@ -7,6 +7,7 @@ from geogate.protocols.base import ProtocolAdapter
 from geogate.protocols.bedrock import BedrockAdapter
 from geogate.protocols.http import HttpAdapter
 from geogate.protocols.openai import AzureOpenAIAdapter, MistralAdapter, OpenAIAdapter
+from geogate.protocols.vertex import VertexAdapter
 
 _ADAPTERS: dict[str, ProtocolAdapter] = {
     adapter.name: adapter
@@ -17,6 +18,7 @@ _ADAPTERS: dict[str, ProtocolAdapter] = {
         AnthropicAdapter(),
         BedrockAdapter(),
         HttpAdapter(),
+        VertexAdapter(),
     )
 }
 
