@@ -15,10 +15,9 @@ from pathlib import Path
 
 from geogate.config.errors import ConfigError, Problem
 from geogate.config.model import Config, Connection, Tls
-from geogate.config.references import check_references
+from geogate.config.references import check_references, region_of
 from geogate.config.source import MAX_BYTES, Document, Loc, read_document
 from geogate.config.validate import validate
-from geogate.residency import attribute_url
 
 SUPPORTED_TYPES = frozenset(
     {"openai", "anthropic", "http", "azure-openai", "mistral", "bedrock", "vertex"}
@@ -144,19 +143,14 @@ def _attribute_region(connection: Connection) -> Connection:
     Whether a region was attributed or declared is not stored: `attribute_url(url)` tells,
     and when both exist they agree."""
     if connection.url is not None:
-        return connection.model_copy(update={"region": _region(connection.url, connection.region)})
+        return connection.model_copy(
+            update={"region": region_of(connection.url, connection.region)}
+        )
     targets = [
-        target.model_copy(update={"region": _region(target.url, target.region)})
+        target.model_copy(update={"region": region_of(target.url, target.region)})
         for target in connection.targets
     ]
     return connection.model_copy(update={"targets": targets})
-
-
-def _region(url: str, declared: str | None) -> str | None:
-    if declared is not None:
-        return declared
-    attribution = attribute_url(url)
-    return None if attribution is None else attribution.region
 
 
 def _resolve_ca_file(connection: Connection, base: Path) -> Connection:

@@ -113,6 +113,13 @@ class Gateway(Model):
     Unset, each request's own scheme and Host are used; set it behind a TLS-terminating proxy.
     """
 
+    @property
+    def recordings_region(self) -> str | None:
+        """Where recordings are kept: declared, or the gateway's own for a local folder."""
+        if self.recordings.region is None and self.recordings.store.startswith("file:"):
+            return self.region
+        return self.recordings.region
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:

@@ -368,11 +368,10 @@ def _check_paths(document: Document, config: Config, catalog: Catalog) -> None:
     connections elsewhere on purpose (another policy grants those), so it is left to run time.
     """
     gateway = config.gateway
-    recordings = gateway.recordings.region
-    if recordings is None and gateway.recordings.store.startswith("file:"):
-        recordings = gateway.region
-    fixed_hops = [("the gateway (gateway.region)", gateway.region)]
-    fixed_hops.append(("the recording store (gateway.recordings)", recordings))
+    fixed_hops = [
+        ("the gateway (gateway.region)", gateway.region),
+        ("the recording store (gateway.recordings)", gateway.recordings_region),
+    ]
     for index, policy in enumerate(config.policies):
         if not policy.regions:
             continue
@@ -395,7 +394,7 @@ def _check_paths(document: Document, config: Config, catalog: Catalog) -> None:
             connection = config.connections.get(pattern)
             if connection is None:
                 continue  # a glob: what it matches is checked per call
-            regions = [_region_of(target) for target in connection.deployments]
+            regions = [region_of(target.url, target.region) for target in connection.deployments]
             if None in regions:
                 continue  # reported as a connection problem
             if connection.type == "anthropic" and "anthropic:global" in regions:
@@ -410,11 +409,12 @@ def _check_paths(document: Document, config: Config, catalog: Catalog) -> None:
                 )
 
 
-def _region_of(target: Target) -> str | None:
-    """A target's region: declared, or named by its URL (filled in only after these checks)."""
-    if target.region is not None:
-        return target.region
-    attributed = attribute_url(target.url)
+def region_of(url: str, declared: str | None) -> str | None:
+    """A target's region: declared, or named by its URL (the loader fills it in after these
+    checks, with this same function)."""
+    if declared is not None:
+        return declared
+    attributed = attribute_url(url)
     return attributed.region if attributed else None
 
 

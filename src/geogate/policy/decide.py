@@ -368,13 +368,10 @@ class CompiledPolicy:
 
     def _hops(self, rule: _Rule, targets: tuple[str | None, ...]) -> tuple[Hop, ...]:
         gateway = self.config.gateway
-        recordings_region = gateway.recordings.region
-        if recordings_region is None and gateway.recordings.store.startswith("file:"):
-            recordings_region = gateway.region
         regions = (
             ("gateway", gateway.region),
             *(("target", target) for target in targets),
-            ("recording store", recordings_region),
+            ("recording store", gateway.recordings_region),
         )
         allowed = rule.allowed_regions
         return tuple(
