@@ -121,7 +121,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         }
     )
     connections = {
-        name: _attribute_region(_resolve_ca_file(connection, base))
+        name: _attribute_region(_resolve_files(connection, base))
         for name, connection in config.connections.items()
     }
     identity = config.identity
@@ -153,7 +153,7 @@ def _attribute_region(connection: Connection) -> Connection:
     return connection.model_copy(update={"targets": targets})
 
 
-def _resolve_ca_file(connection: Connection, base: Path) -> Connection:
+def _resolve_files(connection: Connection, base: Path) -> Connection:
     """A CA file (and a key file) is relative to the policy file, for the connection and each
     target."""
     update: dict[str, object] = {"tls": _tls(connection.tls, base)}
