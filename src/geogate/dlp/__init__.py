@@ -1,0 +1,15 @@
+"""Finding and masking sensitive data in text, whole or streamed (SPEC §4 `mask`)."""
+
+from geogate.dlp.engine import BUILTIN_ENTITIES, Engine, Finding, PatternError
+from geogate.dlp.transform import DataBlocked, MaskingError, TextStream, TextTransform
+
+__all__ = [
+    "BUILTIN_ENTITIES",
+    "DataBlocked",
+    "Engine",
+    "Finding",
+    "MaskingError",
+    "PatternError",
+    "TextStream",
+    "TextTransform",
+]

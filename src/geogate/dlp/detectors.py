@@ -1,0 +1,450 @@
+"""The built-in entities: a coarse pattern, a validator, and what a match can be made of.
+
+A detector's `pattern` (hyperscan syntax, run over normalised text) finds candidate regions
+cheaply; `spans` then returns every span inside one region that really is the entity, checked
+with a maintained validator (Luhn and IIN ranges, mod-97, SSA rules, libphonenumber). Each span
+is judged by itself and a little context, never by what else was found, so the engine can
+pick among them the same way for a whole text and for a stream.
+
+`tail` matches, at the end of a text, anything that could still grow into a span of the
+entity once more text arrives; a stream holds back only that much.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
+from stdnum.us import itin as stdnum_itin
+from stdnum.us import ssn as stdnum_ssn
+
+Span = tuple[int, int]
+SpanFinder = Callable[[str, int, int], Iterator[Span]]
+"""(normalised text, region start, region end) -> spans of the entity in the region."""
+TailFinder = Callable[[str], int | None]
+"""Where, in a normalised text, a span that could still grow starts (None: nowhere)."""
+
+CONTEXT = 64
+"""Characters before a span that a detector may look at (keywords like `ssn:` or `key=`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    entity: str
+    patterns: tuple[str, ...]
+    spans: SpanFinder
+    tail: TailFinder
+    canonical: Callable[[str], str] = str
+    """The value as compared and hashed: `123 45 6789` and `123-45-6789` are one SSN."""
+
+
+def tail_pattern(pattern: str, longest: int) -> TailFinder:
+    """A tail finder from a regex matching any unfinished span at the end of the text.
+
+    `re.search` tries every start, so this suits short structured tails (an IBAN's country
+    code and check digits); long runs use `tail_run`, which is linear.
+    """
+    compiled = re.compile(f"(?:{pattern})\\Z")
+
+    def tail(text: str) -> int | None:
+        found = compiled.search(text, max(0, len(text) - longest))
+        return found.start() if found else None
+
+    return tail
+
+
+def tail_run(alphabet: str, first: str, longest: int) -> TailFinder:
+    """A tail finder for spans made of `alphabet` that begin with a character of `first`."""
+    run = re.compile(f"[{alphabet}]*")
+    starts = re.compile(f"[{first}]")
+
+    def tail(text: str) -> int | None:
+        window = text[-longest:]
+        suffix = run.match(window[::-1]).end()  # type: ignore[union-attr]  # `*` always matches
+        begin = starts.search(window, len(window) - suffix)
+        return None if begin is None else len(text) - len(window) + begin.start()
+
+    return tail
+
+
+def _digits(value: str) -> str:
+    return "".join(char for char in value if char.isdigit())
+
+
+def _groups(text: str, start: int, end: int) -> list[Span]:
+    return [match.span() for match in _DIGIT_GROUP.finditer(text, start, end)]
+
+
+_DIGIT_GROUP = re.compile(r"\d+")
+
+
+def _one_separator(text: str, groups: list[Span]) -> bool:
+    """Whether the groups are joined by nothing or by one and the same separator."""
+    joints = {text[left[1] : right[0]] for left, right in itertools.pairwise(groups)}
+    return len(joints) <= 1 and all(len(joint) <= 1 for joint in joints)
+
+
+def _detached(text: str, start: int, end: int) -> bool:
+    """Not a piece of a longer number such as `1-123-45-6789-0` or `10.1.2.3.4`."""
+    before = text[start - 2 : start] if start >= 2 else ""
+    after = text[end : end + 2]
+    return not (
+        (len(before) == 2 and before[1] in "-./" and before[0].isdigit())
+        or (start >= 1 and text[start - 1].isalnum())
+        or (len(after) == 2 and after[0] in "-./" and after[1].isdigit())
+        or (after[:1].isalnum())
+    )
+
+
+# --- payment cards -----------------------------------------------------------------------
+
+_CARD_RANGES: tuple[tuple[str, str, tuple[int, ...]], ...] = (
+    ("4", "4", (13, 16, 19)),  # Visa
+    ("51", "55", (16,)),  # Mastercard
+    ("2221", "2720", (16,)),
+    ("34", "34", (15,)),  # American Express
+    ("37", "37", (15,)),
+    ("6011", "6011", (16, 17, 18, 19)),  # Discover
+    ("644", "649", (16, 17, 18, 19)),
+    ("65", "65", (16, 17, 18, 19)),
+    ("3528", "3589", (16, 17, 18, 19)),  # JCB
+    ("300", "305", (14, 15, 16, 17, 18, 19)),  # Diners Club
+    ("36", "36", (14, 15, 16, 17, 18, 19)),
+    ("38", "39", (16, 17, 18, 19)),
+    ("62", "62", (16, 17, 18, 19)),  # UnionPay
+    ("50", "50", (12, 13, 14, 15, 16, 17, 18, 19)),  # Maestro
+    ("56", "58", (12, 13, 14, 15, 16, 17, 18, 19)),
+    ("67", "67", (12, 13, 14, 15, 16, 17, 18, 19)),
+    ("2200", "2204", (16, 17, 18, 19)),  # Mir
+)
+
+
+def _issued_card(number: str) -> bool:
+    for low, high, lengths in _CARD_RANGES:
+        if len(number) in lengths and low <= number[: len(low)] <= high:
+            return luhn.is_valid(number)
+    return False
+
+
+def _card_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    groups = _groups(text, start, end)
+    for first in range(len(groups)):
+        count = 0
+        for last in range(first, len(groups)):
+            count += groups[last][1] - groups[last][0]
+            if count > 19:
+                break
+            if count < 12 or not _one_separator(text, groups[first : last + 1]):
+                continue
+            span = (groups[first][0], groups[last][1])
+            if _issued_card(_digits(text[span[0] : span[1]])) and _detached(text, *span):
+                yield span
+
+
+# --- US SSN and ITIN ----------------------------------------------------------------------
+
+_SSN_KEYWORD = re.compile(r"(?i)(?:ssn|social security(?: number| no\.?)?|ss#|ss no\.?)\W{0,4}$")
+
+
+def _nine_digit_spans(valid: Callable[[str], bool]) -> SpanFinder:
+    def spans(text: str, start: int, end: int) -> Iterator[Span]:
+        value = text[start:end]
+        groups = _groups(text, start, end)
+        if len(groups) == 1 and not _SSN_KEYWORD.search(text, max(0, start - 30), start):
+            return  # nine bare digits are an SSN only where the text says so
+        if _one_separator(text, groups) and valid(_digits(value)) and _detached(text, start, end):
+            yield start, end
+
+    return spans
+
+
+def _valid_ssn(number: str) -> bool:
+    return bool(stdnum_ssn.is_valid(number))
+
+
+def _valid_itin(number: str) -> bool:
+    return bool(stdnum_itin.is_valid(number))
+
+
+# --- IBAN ----------------------------------------------------------------------------------
+
+
+def _iban_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    """The longest valid IBAN from the region's start; spaces may group it anywhere."""
+    for cut in range(end, start + 14, -1):
+        if cut < end and text[cut].isalnum():
+            continue  # an IBAN ends at a word's end
+        if text[cut - 1] == " ":
+            continue
+        if stdnum_iban.is_valid(text[start:cut]):
+            yield start, cut
+            return
+
+
+# --- UK National Insurance number ----------------------------------------------------------
+
+_NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+
+
+def _nino_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    value = text[start:end]
+    compact = value.replace(" ", "")
+    spaced = value.count(" ")
+    if spaced not in (0, 4) or compact[:2] in _NINO_BAD_PREFIXES:
+        return
+    if compact[0] in "DFIQUV" or compact[1] in "DFIOQUV":
+        return
+    yield start, end
+
+
+# --- phone numbers -------------------------------------------------------------------------
+
+_PHONE_KEYWORD = re.compile(
+    r"(?i)(?:phone|tel|telephone|mobile|cell|fax|call|sms|whatsapp|contact|number|no)\.?\W{0,4}$"
+)
+_NATIONAL_REGIONS = ("GB", "DE", "FR", "NL", "ES", "IT", "IE", "BE", "AT", "CH", "AU")
+"""Regions whose national format (a leading trunk 0) is tried for numbers without a `+`."""
+_PHONE_START = re.compile(r"[+(]?\d")
+
+
+def _valid_phone(value: str, formatted: bool) -> bool:
+    digits = _digits(value)
+    if not 7 <= len(digits) <= 15:
+        return False
+    regions: tuple[str | None, ...]
+    if value.startswith("+"):
+        regions = (None,)
+    elif digits.startswith("0"):
+        regions = _NATIONAL_REGIONS
+    elif formatted and len(digits) in (10, 11):
+        regions = ("US",)
+    else:
+        return False
+    for region in regions:
+        try:
+            number = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
+
+
+def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    """Phone numbers written as such: with a `+`, grouped, or after a word like `phone:`."""
+    starts = [match.start() for match in _PHONE_START.finditer(text, start, end)]
+    ends = [match.end() for match in _DIGIT_GROUP.finditer(text, start, end)]
+    for first in starts:
+        if first > start and (text[first - 1].isdigit() or text[first - 1] in "+("):
+            continue
+        keyword = bool(_PHONE_KEYWORD.search(text, max(0, first - 24), first))
+        for last in reversed(ends):
+            if last - first < 7:
+                break
+            value = text[first:last]
+            formatted = keyword or not value.isdigit()
+            if _valid_phone(value, formatted) and _detached(text, first, last):
+                yield first, last
+                break
+
+
+# --- email and IP addresses ----------------------------------------------------------------
+
+_EMAIL = re.compile(
+    r"[A-Za-z0-9_%+-][A-Za-z0-9._%+-]{0,63}@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z"
+)
+
+
+def _email_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    found = _EMAIL.search(text, start, end)
+    if found is not None:
+        yield found.start(), end
+
+
+def _ipv4_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    try:
+        ipaddress.IPv4Address(text[start:end])
+    except ValueError:
+        return
+    if _detached(text, start, end):
+        yield start, end
+
+
+def _ipv6_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    for cut in range(end, start, -1):
+        if cut < end and text[cut] != ":":
+            continue
+        value = text[start:cut]
+        if value.count(":") < 2:
+            return
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            continue
+        if not (start >= 1 and (text[start - 1].isalnum() or text[start - 1] == ":")):
+            yield start, cut
+        return
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+_SECRET_TOKENS = tuple(
+    re.compile(pattern)
+    for pattern in (
+        r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b",  # AWS access key ids
+        r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b",  # GitHub tokens
+        r"\bgithub_pat_[A-Za-z0-9_]{50,255}\b",
+        r"\bxox[abposr]-[A-Za-z0-9-]{10,250}\b",  # Slack
+        r"\bsk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,250}\b",  # OpenAI, Anthropic
+        r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,250}\b",  # Stripe
+        r"\bAIza[0-9A-Za-z_-]{35}\b",  # Google API keys
+        r"\beyJ[A-Za-z0-9_-]{8,4000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,4000}\b",  # JWT
+    )
+)
+_ASSIGNMENT = (
+    r"(?i)(?:key|token|secret|passw(?:or)?d|pwd|credential|auth)[A-Za-z0-9_.-]{0,20}"
+    r"[\"']?[ \t]{0,3}[:=]"
+)
+"""A name that says secret, then `=` or `:`; the value after it is checked in Python."""
+_ASSIGNED_VALUE = re.compile(r"[ \t]{0,3}[\"']?(?P<value>[A-Za-z0-9/+_.~=-]{16,256})")
+_PEM_BEGIN = r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+_PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+_PEM_BEGIN_AT_END = re.compile(
+    r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]*-{0,5})?)?)?)?)?)?\Z"
+)
+"""A header still being written: `-----BEGIN RSA PRIV`."""
+_PEM_BEGIN_RE = re.compile(_PEM_BEGIN)
+
+
+def _loosened(pattern: str) -> str:
+    """The pattern with long bounded repeats left open: hyperscan cannot track where such a
+    match starts, and the exact bound is checked afterwards in Python."""
+    return re.sub(r"\{(\d+),(\d{3,})\}", r"{\1,}", pattern)
+
+
+def _entropy(value: str) -> float:
+    counts = {char: value.count(char) for char in set(value)}
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+
+def _secret_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    if _PEM_BEGIN_RE.match(text, start, end):
+        footer = _PEM_END.search(text, end)
+        yield start, footer.end() if footer else len(text)
+    elif any(token.fullmatch(text, start, end) for token in _SECRET_TOKENS):
+        yield start, end
+    else:  # key=value: the value alone, when it looks generated rather than written
+        assigned = _ASSIGNED_VALUE.match(text, end)
+        if assigned is None:
+            return
+        secret = assigned.group("value").rstrip(".")
+        has_digit = any(char.isdigit() for char in secret)
+        has_letter = any(char.isalpha() for char in secret)
+        if len(secret) >= 16 and has_digit and has_letter and _entropy(secret) >= 3.0:
+            begin = assigned.start("value")
+            yield begin, begin + len(secret)
+
+
+_TOKEN_TAIL = tail_run("A-Za-z0-9/+_.~=-", "A-Za-z0-9/+_.~=-", 8200)
+
+
+def _secret_tail(text: str) -> int | None:
+    """An open PEM block (however long), a partial header, or a token still being written."""
+    headers = list(_PEM_BEGIN_RE.finditer(text))
+    if headers and _PEM_END.search(text, headers[-1].end()) is None:
+        return headers[-1].start()
+    partial = _PEM_BEGIN_AT_END.search(text, max(0, len(text) - 60))
+    starts = (partial.start() if partial else None, _TOKEN_TAIL(text))
+    return min((start for start in starts if start is not None), default=None)
+
+
+BUILTIN: dict[str, Detector] = {
+    detector.entity: detector
+    for detector in (
+        Detector(
+            "secret",
+            (
+                *(_loosened(token.pattern) for token in _SECRET_TOKENS),
+                _ASSIGNMENT,
+                _PEM_BEGIN,
+            ),
+            _secret_spans,
+            _secret_tail,
+        ),
+        Detector(
+            "credit_card",
+            (r"\b\d(?:[ -]?\d){11,18}\b",),
+            _card_spans,
+            tail_run(r"\d -", r"\d", 40),
+            _digits,
+        ),
+        Detector(
+            "iban",
+            (r"\b[A-Z]{2}\d{2}(?: ?[A-Za-z0-9]){11,32}\b",),
+            _iban_spans,
+            tail_pattern(r"\b[A-Z]{1,2}|\b[A-Z]{2}\d{1,2}|\b[A-Z]{2}\d{2}(?: ?[A-Za-z0-9])* ?", 70),
+            lambda value: value.replace(" ", "").upper(),
+        ),
+        Detector(
+            "us_ssn",
+            (
+                r"\b[0-8]\d{2}[ .-]?\d{2}[ .-]?\d{4}\b",
+                r"\b[0-8]\d{8}\b",
+            ),
+            _nine_digit_spans(_valid_ssn),
+            tail_run(r"\d .-", r"\d", 12),
+            _digits,
+        ),
+        Detector(
+            "us_itin",
+            (r"\b9\d{2}[ .-]?\d{2}[ .-]?\d{4}\b",),
+            _nine_digit_spans(_valid_itin),
+            tail_run(r"\d .-", r"\d", 12),
+            _digits,
+        ),
+        Detector(
+            "uk_nino",
+            (r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",),
+            _nino_spans,
+            tail_pattern(r"\b[A-Z]{1,2}|\b[A-Z]{2} ?[\d ]*[A-D]?", 14),
+            lambda value: value.replace(" ", ""),
+        ),
+        Detector(
+            "email",
+            (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b",),
+            _email_spans,
+            tail_run("A-Za-z0-9._%+@-", "A-Za-z0-9._%+-", 320),
+            str.lower,
+        ),
+        Detector(
+            "ip_address",
+            (
+                r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b",
+                r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}",
+            ),
+            lambda text, start, end: (
+                _ipv4_spans(text, start, end)
+                if "." in text[start:end]
+                else _ipv6_spans(text, start, end)
+            ),
+            tail_run("0-9A-Fa-f:.", "0-9A-Fa-f:.", 46),
+            str.lower,
+        ),
+        Detector(
+            "phone",
+            (r"(?:\+|\(|\b)\d[\d ().-]{5,22}\d\b",),
+            _phone_spans,
+            tail_run(r"\d ().+-", r"\d(+", 26),
+            _digits,
+        ),
+    )
+}
+"""Built-in detectors, in the order that breaks ties between equal spans."""
