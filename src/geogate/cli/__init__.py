@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from geogate.cli import demo, keys, login, policy, regions, up, users
+from geogate.cli import demo, keys, login, mask, policy, regions, up, users
 
 app = typer.Typer(
     name="geogate",
@@ -22,6 +22,7 @@ app.add_typer(keys.service_accounts, name="service-accounts")
 app.command("login")(login.login)
 app.command("logout")(login.logout)
 app.add_typer(regions.app, name="regions")
+app.command("mask")(mask.mask)
 
 
 def main() -> None:

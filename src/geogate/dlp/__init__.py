@@ -1,6 +1,7 @@
 """Finding and masking sensitive data in text, whole or streamed (SPEC §4 `mask`)."""
 
-from geogate.dlp.engine import BUILTIN_ENTITIES, Engine, Finding, PatternError
+from geogate.config import BUILTIN_ENTITIES
+from geogate.dlp.engine import Engine, Finding, PatternError
 from geogate.dlp.transform import DataBlocked, MaskingError, TextStream, TextTransform
 
 __all__ = [

@@ -119,9 +119,9 @@ _CARD_RANGES: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("36", "36", (14, 15, 16, 17, 18, 19)),
     ("38", "39", (16, 17, 18, 19)),
     ("62", "62", (16, 17, 18, 19)),  # UnionPay
-    ("50", "50", (12, 13, 14, 15, 16, 17, 18, 19)),  # Maestro
-    ("56", "58", (12, 13, 14, 15, 16, 17, 18, 19)),
-    ("67", "67", (12, 13, 14, 15, 16, 17, 18, 19)),
+    ("50", "50", (13, 14, 15, 16, 17, 18, 19)),  # Maestro
+    ("56", "58", (13, 14, 15, 16, 17, 18, 19)),
+    ("67", "67", (13, 14, 15, 16, 17, 18, 19)),
     ("2200", "2204", (16, 17, 18, 19)),  # Mir
 )
 
@@ -141,11 +141,28 @@ def _card_spans(text: str, start: int, end: int) -> Iterator[Span]:
             count += groups[last][1] - groups[last][0]
             if count > 19:
                 break
-            if count < 12 or not _one_separator(text, groups[first : last + 1]):
+            if count < 13 or not _one_separator(text, groups[first : last + 1]):
                 continue
             span = (groups[first][0], groups[last][1])
-            if _issued_card(_digits(text[span[0] : span[1]])) and _detached(text, *span):
+            if (
+                _issued_card(_digits(text[span[0] : span[1]]))
+                and _detached(text, *span)
+                and not _continues(text, groups, first, last)
+            ):
                 yield span
+
+
+def _continues(text: str, groups: list[Span], first: int, last: int) -> bool:
+    """Whether the grouped number goes on past the span with its own separator, making the
+    span a piece of a longer number (`1234 5678 9012 3456`'s last twelve digits)."""
+    inner = {
+        text[left[1] : right[0]] for left, right in itertools.pairwise(groups[first : last + 1])
+    }
+    if not inner:
+        return False
+    before = first > 0 and text[groups[first - 1][1] : groups[first][0]] in inner
+    after = last + 1 < len(groups) and text[groups[last][1] : groups[last + 1][0]] in inner
+    return before or after
 
 
 # --- US SSN and ITIN ----------------------------------------------------------------------
@@ -244,6 +261,11 @@ def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
     for first in starts:
         if first > start and (text[first - 1].isdigit() or text[first - 1] in "+("):
             continue
+        joint = text[first - 2 : first] if first >= 2 else ""
+        if (joint[-1:] in (".", "-", "/") and joint[0].isalnum()) or (
+            joint[-1:] == " " and joint[0].isdigit()
+        ):
+            continue  # the tail of a longer number or code (`DE89 3704 0044`, `ORD-2024-000123`)
         keyword = bool(_PHONE_KEYWORD.search(text, max(0, first - 24), first))
         for last in reversed(ends):
             if last - first < 7:
@@ -317,9 +339,7 @@ _ASSIGNMENT = (
 _ASSIGNED_VALUE = re.compile(r"[ \t]{0,3}[\"']?(?P<value>[A-Za-z0-9/+_.~=-]{16,256})")
 _PEM_BEGIN = r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
 _PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
-_PEM_BEGIN_AT_END = re.compile(
-    r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]*-{0,5})?)?)?)?)?)?\Z"
-)
+_PEM_BEGIN_AT_END = re.compile(r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]*-{0,5})?)?)?)?)?)?\Z")
 """A header still being written: `-----BEGIN RSA PRIV`."""
 _PEM_BEGIN_RE = re.compile(_PEM_BEGIN)
 

@@ -8,22 +8,23 @@ span's length away cannot change them, which is what lets a stream release text 
 
 from __future__ import annotations
 
+import importlib
 import re
-import sre_constants
-import sre_parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 import hyperscan
 
-from geogate.config import CustomEntity
+from geogate.config import BUILTIN_ENTITIES, CustomEntity
 from geogate.dlp.detectors import BUILTIN, Detector, Span
 from geogate.dlp.normalize import Normalized, normalize
 from geogate.dlp.transform import MaskingError
 
-BUILTIN_ENTITIES: frozenset[str] = frozenset(BUILTIN)
 _LONGEST_CUSTOM = 1000
+_REGEX_PARSER = importlib.import_module("re._parser")
+"""The standard library's own regex parser: the one place that knows a pattern's longest match
+(`sre_parse`, its deprecated alias, warns on import)."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -50,6 +51,11 @@ def custom_detector(name: str, entity: CustomEntity) -> Detector:
     return Detector(name, (pattern,), _whole, lambda text: max(0, len(text) - longest) or None)
 
 
+def check_custom(name: str, entity: CustomEntity) -> None:
+    """Raise PatternError unless the entity compiles and has a bounded length."""
+    Engine([custom_detector(name, entity)])
+
+
 def _whole(text: str, start: int, end: int) -> Iterator[Span]:
     yield start, end
 
@@ -57,16 +63,16 @@ def _whole(text: str, start: int, end: int) -> Iterator[Span]:
 def _longest_match(name: str, pattern: str) -> int:
     """A bound on a pattern's match length, which a stream must be able to hold back."""
     try:
-        _low, high = sre_parse.parse(pattern).getwidth()
+        _low, high = _REGEX_PARSER.parse(pattern).getwidth()
     except (re.error, OverflowError, RecursionError) as exc:
         raise PatternError(f"custom entity {name!r}: pattern does not compile: {exc}") from exc
-    if high >= sre_constants.MAXREPEAT or high > _LONGEST_CUSTOM:
+    if high > _LONGEST_CUSTOM:  # an unbounded pattern's width is MAXREPEAT, far above
         raise PatternError(
             f"custom entity {name!r}: the pattern can match text of any length; bound it "
             f"(for example `{{1,64}}` instead of `+` or `*`, at most {_LONGEST_CUSTOM} "
             "characters) so streamed responses can be masked"
         )
-    return max(1, high)
+    return max(1, int(high))
 
 
 class Engine:
@@ -93,7 +99,8 @@ class Engine:
                     * len(expressions),
                 )
             except hyperscan.error as exc:
-                raise PatternError(f"a masking pattern does not compile: {exc}") from exc
+                names = ", ".join(detector.entity for detector in self.detectors)
+                raise PatternError(f"{names}: the pattern does not compile ({exc})") from exc
 
     @classmethod
     def build(

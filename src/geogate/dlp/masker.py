@@ -175,7 +175,7 @@ class StreamMasker:
                     cut = start
                     break
         cut = max(normalized.original(cut), self._released)
-        if not final and cut - self._released > CEILING:
+        if not final and len(text) - cut > CEILING:
             raise MaskingError(
                 f"The stream holds more than {CEILING // 1024} KiB that may be one "
                 "sensitive value (such as a private key without its END line); it was "
