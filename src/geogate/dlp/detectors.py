@@ -20,10 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import phonenumbers
-from stdnum import iban as stdnum_iban
-from stdnum import luhn
-from stdnum.us import itin as stdnum_itin
-from stdnum.us import ssn as stdnum_ssn
+from stdnum import luhn, numdb
+from stdnum.iso7064 import mod_97_10
 
 Span = tuple[int, int]
 SpanFinder = Callable[[str, int, int], Iterator[Span]]
@@ -75,7 +73,10 @@ def tail_run(alphabet: str, first: str, longest: int) -> TailFinder:
 
 
 def _digits(value: str) -> str:
-    return "".join(char for char in value if char.isdigit())
+    return _NON_DIGITS.sub("", value)
+
+
+_NON_DIGITS = re.compile(r"\D+")
 
 
 def _groups(text: str, start: int, end: int) -> list[Span]:
@@ -154,15 +155,18 @@ def _card_spans(text: str, start: int, end: int) -> Iterator[Span]:
 
 def _continues(text: str, groups: list[Span], first: int, last: int) -> bool:
     """Whether the grouped number goes on past the span with its own separator, making the
-    span a piece of a longer number (`1234 5678 9012 3456`'s last twelve digits)."""
-    inner = {
-        text[left[1] : right[0]] for left, right in itertools.pairwise(groups[first : last + 1])
-    }
-    if not inner:
+    span a piece of a longer number (`9400 5646 7297 5216 3944 32`, a tracking number)."""
+    if first == last:
         return False
-    before = first > 0 and text[groups[first - 1][1] : groups[first][0]] in inner
-    after = last + 1 < len(groups) and text[groups[last][1] : groups[last + 1][0]] in inner
-    return before or after
+    separator = text[groups[first][1] : groups[first + 1][0]]
+    if not separator:
+        return False
+    start, end = groups[first][0], groups[last][1]
+    before = text[max(0, start - 2) : start]
+    after = text[end : end + 2]
+    return (before[1:] == separator and before[:1].isdigit()) or (
+        after[:1] == separator and after[1:].isdigit()
+    )
 
 
 # --- US SSN and ITIN ----------------------------------------------------------------------
@@ -176,33 +180,81 @@ def _nine_digit_spans(valid: Callable[[str], bool]) -> SpanFinder:
         groups = _groups(text, start, end)
         if len(groups) == 1 and not _SSN_KEYWORD.search(text, max(0, start - 30), start):
             return  # nine bare digits are an SSN only where the text says so
-        if _one_separator(text, groups) and valid(_digits(value)) and _detached(text, start, end):
+        shape = tuple(group_end - group_start for group_start, group_end in groups)
+        if shape not in ((3, 2, 4), (9,)) or not _one_separator(text, groups):
+            return
+        if valid(_digits(value)) and _detached(text, start, end):
             yield start, end
 
     return spans
 
 
+_VOIDED_SSNS = frozenset({"078051120", "457555462", "219099999"})
+"""Numbers the SSA voided after they were printed on wallet cards and in advertising."""
+
+
 def _valid_ssn(number: str) -> bool:
-    return bool(stdnum_ssn.is_valid(number))
+    """The SSA's rules (as python-stdnum's `us.ssn` applies them): area not 000, 666 or
+    9xx, group not 00, serial not 0000, and not a voided advertising number."""
+    area, group, serial = number[:3], number[3:5], number[5:]
+    return (
+        area not in ("000", "666")
+        and area[0] != "9"
+        and group != "00"
+        and serial != "0000"
+        and number not in _VOIDED_SSNS
+    )
+
+
+_ITIN_GROUPS = frozenset([*range(50, 66), *range(70, 89), *range(90, 93), *range(94, 100)])
 
 
 def _valid_itin(number: str) -> bool:
-    return bool(stdnum_itin.is_valid(number))
+    """The IRS's rules: 9xx, with a group in 50-65, 70-88, 90-92 or 94-99."""
+    return number[0] == "9" and int(number[3:5]) in _ITIN_GROUPS
 
 
 # --- IBAN ----------------------------------------------------------------------------------
 
 
+_BBAN_CLASSES = {"n": "[0-9]", "a": "[A-Z]", "c": "[A-Za-z0-9]", "e": " "}
+_IBAN_FORMATS: dict[str, re.Pattern[str]] = {
+    str(country): re.compile(
+        "".join(
+            f"{_BBAN_CLASSES[kind]}{{{size}}}"
+            for size, kind in re.findall(r"(\d+)!?([nace])", str(fields["bban"]))
+        )
+    )
+    for _length, country, _high, fields, _children in numdb.get("iban").prefixes
+    if "bban" in fields
+}
+"""Each country's account number format, from python-stdnum's copy of the SWIFT registry."""
+
+
+def _valid_iban(compact: str) -> bool:
+    """The country's format and the ISO 7064 mod 97-10 check digits."""
+    bban = _IBAN_FORMATS.get(compact[:2])
+    if bban is None or not bban.fullmatch(compact, 4):
+        return False
+    return mod_97_10.is_valid(compact[4:] + compact[:4])
+
+
 def _iban_spans(text: str, start: int, end: int) -> Iterator[Span]:
-    """The longest valid IBAN from the region's start; spaces may group it anywhere."""
-    for cut in range(end, start + 14, -1):
-        if cut < end and text[cut].isalnum():
-            continue  # an IBAN ends at a word's end
-        if text[cut - 1] == " ":
-            continue
-        if stdnum_iban.is_valid(text[start:cut]):
-            yield start, cut
-            return
+    """The longest valid IBAN from each country code in the region (the region may begin
+    earlier, at a code-like word: `PO12292410 to AT40 3536 ...`)."""
+    for country in _IBAN_START.finditer(text, start, end):
+        begin = country.start()
+        for cut in range(end, begin + 14, -1):
+            if cut < end and text[cut].isalnum():
+                continue  # an IBAN ends at a word's end
+            if text[cut - 1] == " ":
+                continue
+            if _valid_iban(text[begin:cut].replace(" ", "").upper()):
+                yield begin, cut
+                break
+
+
+_IBAN_START = re.compile(r"\b[A-Z]{2}[0-9]{2}")
 
 
 # --- UK National Insurance number ----------------------------------------------------------
@@ -224,23 +276,26 @@ def _nino_spans(text: str, start: int, end: int) -> Iterator[Span]:
 # --- phone numbers -------------------------------------------------------------------------
 
 _PHONE_KEYWORD = re.compile(
-    r"(?i)(?:phone|tel|telephone|mobile|cell|fax|call|sms|whatsapp|contact|number|no)\.?\W{0,4}$"
+    r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|call(?:ed)?|sms|text|whatsapp|contact|dial)"
+    r"\b\.?(?:\W{1,3}\w{1,6}){0,2}\W{0,4}$"
 )
+"""A word that says phone, at most two short words before the number (`call me on`)."""
+_NOT_PHONES = re.compile(
+    r"\(?\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\)?(?: \d{1,2})?|\d{3}([ .-])\d{2}\1\d{4}"
+)
+"""Dates (`08.10.2023`, `2026-12-15 03`) and SSN-shaped numbers, which libphonenumber may
+accept as some country's number."""
 _NATIONAL_REGIONS = ("GB", "DE", "FR", "NL", "ES", "IT", "IE", "BE", "AT", "CH", "AU")
 """Regions whose national format (a leading trunk 0) is tried for numbers without a `+`."""
-_PHONE_START = re.compile(r"[+(]?\d")
 
 
-def _valid_phone(value: str, formatted: bool) -> bool:
-    digits = _digits(value)
-    if not 7 <= len(digits) <= 15:
-        return False
+def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
     regions: tuple[str | None, ...]
     if value.startswith("+"):
         regions = (None,)
     elif digits.startswith("0"):
         regions = _NATIONAL_REGIONS
-    elif formatted and len(digits) in (10, 11):
+    elif formatted and (len(digits) == 10 or (len(digits) == 11 and digits[0] == "1")):
         regions = ("US",)
     else:
         return False
@@ -254,25 +309,47 @@ def _valid_phone(value: str, formatted: bool) -> bool:
     return False
 
 
+_GROUPED_CODE_BEFORE = re.compile(r"\b[A-Z]{2}[0-9]{2}(?: [A-Z0-9]{4})+ \Z")
+
+
+def _inside_longer_code(text: str, first: int, last: int) -> bool:
+    """Digits that continue an IBAN-like run of groups before them, or go on after them with
+    the number's own spacing (`3023 901553 2444`)."""
+    if _GROUPED_CODE_BEFORE.search(text, max(0, first - 40), first):
+        return True
+    after = text[last : last + 2]
+    return after[:1] == " " and after[1:].isdigit() and " " in text[first:last]
+
+
 def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
     """Phone numbers written as such: with a `+`, grouped, or after a word like `phone:`."""
-    starts = [match.start() for match in _PHONE_START.finditer(text, start, end)]
-    ends = [match.end() for match in _DIGIT_GROUP.finditer(text, start, end)]
-    for first in starts:
-        if first > start and (text[first - 1].isdigit() or text[first - 1] in "+("):
-            continue
+    groups = _groups(text, start, end)
+    for index, (first, _group_end) in enumerate(groups):
+        if first > start and text[first - 1] in "+(":
+            first -= 1
         joint = text[first - 2 : first] if first >= 2 else ""
         if (joint[-1:] in (".", "-", "/") and joint[0].isalnum()) or (
             joint[-1:] == " " and joint[0].isdigit()
         ):
             continue  # the tail of a longer number or code (`DE89 3704 0044`, `ORD-2024-000123`)
+        ends: list[int] = []
+        count = 0
+        for group_start, group_end in groups[index:]:
+            count += group_end - group_start
+            if count > 15:
+                break
+            if count >= 7:
+                ends.append(group_end)
+        if not ends:
+            continue
         keyword = bool(_PHONE_KEYWORD.search(text, max(0, first - 24), first))
         for last in reversed(ends):
-            if last - first < 7:
-                break
             value = text[first:last]
-            formatted = keyword or not value.isdigit()
-            if _valid_phone(value, formatted) and _detached(text, first, last):
+            digits = _digits(value)
+            formatted = keyword or len(digits) != len(value)
+            if _NOT_PHONES.fullmatch(value) or _inside_longer_code(text, first, last):
+                continue
+            if _valid_phone(value, digits, formatted) and _detached(text, first, last):
                 yield first, last
                 break
 
@@ -336,7 +413,11 @@ _ASSIGNMENT = (
     r"[\"']?[ \t]{0,3}[:=]"
 )
 """A name that says secret, then `=` or `:`; the value after it is checked in Python."""
-_ASSIGNED_VALUE = re.compile(r"[ \t]{0,3}[\"']?(?P<value>[A-Za-z0-9/+_.~=-]{16,256})")
+_ASSIGNED_VALUE = re.compile(r"[ \t]{0,3}[\"']?(?P<value>[^\s\"'`\\]{16,256})")
+_NEXT_PARAMETER = re.compile(r"&\w+=.*")
+"""In a URL query, the value ends where the next parameter begins (`token=...&format=csv`)."""
+_SECRET_CHARS = "!#-&(-\\[\\]-_a-~"  # noqa: S105  # a character class, not a password
+"""Printable ASCII but space, quotes, backquote and backslash: what a password may hold."""
 _PEM_BEGIN = r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
 _PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 _PEM_BEGIN_AT_END = re.compile(r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]*-{0,5})?)?)?)?)?)?\Z")
@@ -365,7 +446,7 @@ def _secret_spans(text: str, start: int, end: int) -> Iterator[Span]:
         assigned = _ASSIGNED_VALUE.match(text, end)
         if assigned is None:
             return
-        secret = assigned.group("value").rstrip(".")
+        secret = _NEXT_PARAMETER.sub("", assigned.group("value")).rstrip(".,;:)]}>")
         has_digit = any(char.isdigit() for char in secret)
         has_letter = any(char.isalpha() for char in secret)
         if len(secret) >= 16 and has_digit and has_letter and _entropy(secret) >= 3.0:
@@ -373,7 +454,7 @@ def _secret_spans(text: str, start: int, end: int) -> Iterator[Span]:
             yield begin, begin + len(secret)
 
 
-_TOKEN_TAIL = tail_run("A-Za-z0-9/+_.~=-", "A-Za-z0-9/+_.~=-", 8200)
+_TOKEN_TAIL = tail_run(_SECRET_CHARS, _SECRET_CHARS, 8200)
 
 
 def _secret_tail(text: str) -> int | None:

@@ -1,6 +1,8 @@
 """Finding entities: one hyperscan pass for every pattern, then validators, then a choice.
 
-The choice is leftmost-longest among the validated spans of all detectors, and a span is
+The choice is leftmost among the validated spans of all detectors (then the detector listed
+first, then the longest: a GitHub token before the `@host` that makes it look like an
+email), and a span is
 validated by itself and a bounded context. That makes findings local: text more than a
 span's length away cannot change them, which is what lets a stream release text early
 (`live_start` says how early) and still agree with the whole-text result.
@@ -125,7 +127,7 @@ class Engine:
             try:
                 for span_start, span_end in detector.spans(text, start, end):
                     if span_start >= after and span_end > span_start:
-                        candidates.append((span_start, -span_end, owner))
+                        candidates.append((span_start, owner, -span_end))
             except Exception as exc:  # a validator bug must not let text through
                 raise MaskingError(
                     f"The {detector.entity} detector failed ({exc!r}); the call was refused "
@@ -133,7 +135,7 @@ class Engine:
                 ) from exc
         chosen: list[tuple[int, int, str]] = []
         reached = 0
-        for start, negative_end, owner in sorted(set(candidates)):
+        for start, owner, negative_end in sorted(set(candidates)):
             if start >= reached:
                 chosen.append((start, -negative_end, self.detectors[owner].entity))
                 reached = -negative_end

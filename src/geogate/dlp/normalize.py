@@ -68,6 +68,8 @@ class Normalized:
 
 def normalize(text: str) -> Normalized:
     if text.isascii():
+        if "\\" in text:
+            text = _unescaped(text)
         return Normalized(text, text.encode("ascii"), None, len(text))
     parts: list[str] = []
     origin: array[int] | None = None
@@ -89,4 +91,15 @@ def normalize(text: str) -> Normalized:
         origin.extend(range(position, len(text)))
     parts.append(text[position:])
     normalized = "".join(parts)
+    if "\\" in normalized:
+        normalized = _unescaped(normalized)
     return Normalized(normalized, normalized.encode("latin-1"), origin, len(text))
+
+
+_ESCAPE = re.compile(r"(?<!\\)\\[nrtbf]")
+
+
+def _unescaped(text: str) -> str:
+    """`\\n` and its kin read as two spaces, so a value right after an escaped line break in
+    raw JSON (`\\nSSN 123-45-6789`) still starts a word. Lengths stay the same."""
+    return _ESCAPE.sub("  ", text)
