@@ -43,7 +43,7 @@ connections:
   raw: {{type: http, url: "{demo}/v1", region: onprem:test-eu}}
   finance-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
   us-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-us, credentials: {{bearer: {key}}}}}
-  masked-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu}}
+  masked-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
   reviewed-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu}}
   agent-llm: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, agent: dc1}}
   small: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, max_body: 2KB, credentials: {{bearer: {key}}}}}
@@ -64,7 +64,7 @@ policies:
     subjects: {{groups: [support-eu]}}
     connections: [masked-llm]
     regions: [eu]
-    mask: {{request: [us_ssn]}}
+    mask: {{request: [us_ssn], on_detect: block}}
   - name: reviewed
     subjects: {{groups: [support-eu]}}
     connections: [reviewed-llm]

@@ -28,7 +28,7 @@ policies:
   - name: masked
     subjects: {groups: [support-eu]}
     connections: [masked-llm]
-    mask: {request: [us_ssn]}
+    mask: {request: [us_ssn], on_detect: review}
   - name: support-eu
     subjects: {groups: [support-eu]}
     connections: [eu-llm, "us-*"]   # a glob: the region check of us-llm happens per call
@@ -51,7 +51,7 @@ def test_check_ok_prints_counts_and_notes(policy_file: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == f"OK: 3 connections, 3 policies ({policy_file})"
-    assert f"{policy_file}:15: note: masking is not enforced yet" in result.stdout
+    assert f"{policy_file}:15: note: approvals are not available yet" in result.stdout
     assert "regions" not in result.stdout  # residency is enforced in full: no note about it
 
 

@@ -118,7 +118,6 @@ def test_other_group_is_allowed_there(gateway: Gateway) -> None:
     ("connection", "code"),
     [
         ("us-llm", "region_not_allowed"),
-        ("masked-llm", "data_blocked"),
         ("reviewed-llm", "approval_required"),
     ],
 )
@@ -126,6 +125,18 @@ def test_policy_refusals(gateway: Gateway, alice: str, connection: str, code: st
     with pytest.raises(openai.PermissionDeniedError) as caught:
         chat(oai(gateway, connection, alice))
     assert refusal(caught.value)["code"] == code
+
+
+def test_on_detect_block_refuses_with_data_blocked(gateway: Gateway, alice: str) -> None:
+    client = oai(gateway, "masked-llm", alice)
+    client.chat.completions.create(model="demo", messages=MESSAGES)  # nothing found: allowed
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client.chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "my SSN is 123-45-6789"}]
+        )
+    error = refusal(caught.value)
+    assert error["code"] == "data_blocked"
+    assert "us_ssn" in error["message"] and "123-45-6789" not in str(caught.value.body)
 
 
 def test_agent_unavailable(gateway: Gateway, alice: str) -> None:

@@ -131,8 +131,14 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         )
         login = identity.login.model_copy(update={"saml": saml})
         identity = identity.model_copy(update={"login": login})
+    masking = config.masking.model_copy(update={"key": _path(config.masking.key, base)})
     return config.model_copy(
-        update={"gateway": gateway, "connections": connections, "identity": identity}
+        update={
+            "gateway": gateway,
+            "connections": connections,
+            "identity": identity,
+            "masking": masking,
+        }
     )
 
 
@@ -229,11 +235,11 @@ def _add_notes(document: Document, config: Config) -> None:
             )
     for index, policy in enumerate(config.policies):
         loc = ("policies", index)
-        if policy.mask is not None:
+        if policy.mask is not None and policy.mask.on_detect == "review":
             document.note(
-                (*loc, "mask"),
-                f"masking is not enforced yet: calls matching policy {policy.name!r} are refused "
-                "rather than sent unmasked",
+                (*loc, "mask", "on_detect"),
+                f"approvals are not available yet: calls matching policy {policy.name!r} are "
+                "refused with approval_required",
             )
         if policy.review is not None:
             document.note(

@@ -377,6 +377,9 @@ class CustomEntity(Model):
 class Masking(Model):
     custom: dict[str, CustomEntity] = {}
     sets: dict[str, list[str]] = {}
+    key: str = ".geogate/masking.key"
+    """The deployment's key for the hash and tokenize styles; made if missing, and shared by
+    every gateway of one deployment so a value masks the same everywhere."""
 
 
 class MaskRule(Model):

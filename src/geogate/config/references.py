@@ -295,6 +295,14 @@ def _check_masking(document: Document, config: Config) -> None:
     for name in sorted(custom & BUILTIN_ENTITIES):
         loc: Loc = ("masking", "custom", name)
         document.error(loc, f"{name!r} is the name of a built-in entity; rename it", label=loc[:-1])
+    from geogate.dlp.engine import PatternError, check_custom  # dlp reads this config model
+
+    for name, entity in config.masking.custom.items():
+        try:
+            check_custom(name, entity)
+        except PatternError as exc:
+            field = "pattern" if entity.pattern is not None else "words"
+            document.error(("masking", "custom", name, field), str(exc))
     for name, members in config.masking.sets.items():
         loc = ("masking", "sets", name)
         if name in entities:

@@ -22,6 +22,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from geogate.agent import UpstreamError, UpstreamRequest, UpstreamResponse
 from geogate.config import Connection, Target
+from geogate.dlp import MaskingError, TextTransform
+from geogate.dlp.plan import CallMasking
 from geogate.gateway.errors import Refusal, refusal_response
 from geogate.gateway.headers import Headers, caller_token, downstream_headers, upstream_headers
 from geogate.gateway.observe import AccessSink, CallLog
@@ -29,7 +31,13 @@ from geogate.gateway.paths import PathError, split_connection, target_url
 from geogate.gateway.runtime import Runtime
 from geogate.identity import AuthError, Principal
 from geogate.policy import RequestFacts
-from geogate.protocols import ProtocolAdapter, RequestBodyError, TokenError, adapter_for
+from geogate.protocols import (
+    BodyRewriter,
+    ProtocolAdapter,
+    RequestBodyError,
+    TokenError,
+    adapter_for,
+)
 from geogate.residency import Evidence
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -48,6 +56,7 @@ class _RequestBody:
     facts: RequestFacts
     streamed: bool
     size: int
+    content_type: str = ""
     """Bytes received so far (all of them once the target has the request)."""
     overflowed: bool = False
     complete: bool = True
@@ -95,9 +104,20 @@ class DataPath:
                 raise Refusal(decision.code, decision.message)
             if decision.set_fields:
                 body.content = _with_fields(body.content, decision.set_fields)
+            masking = self._masking(decision.policy_name, principal, log)
+            if masking is not None and masking.request is not None:
+                await _mask_request(body, adapter, masking.request, name, connection)
             forwarded_at = time.perf_counter()
             upstream, used = await self._forward(
-                scope, headers, name, connection, target, first_url, body, decision.targets
+                scope,
+                headers,
+                name,
+                connection,
+                target,
+                first_url,
+                body,
+                decision.targets,
+                identity_encoding=masking is not None and masking.response is not None,
             )
             log.region = (
                 decision.target_region if len(deployments) == 1 else deployments[used].region
@@ -110,6 +130,7 @@ class DataPath:
                 receive if body.complete else None,
                 send,
                 forwarded_at - started,
+                _Replies(masking, connection.max_body),
             )
         except Refusal as refusal:
             log.decision = "error" if refusal.status >= 500 else "deny"
@@ -123,6 +144,18 @@ class DataPath:
         finally:
             log.latency_ms = (time.perf_counter() - started) * 1000
             log.emit(connection is not None, self.access_sink)
+
+    def _masking(
+        self, policy: str | None, principal: Principal, log: CallLog
+    ) -> CallMasking | None:
+        """This call's maskers; `tokenize` shares a vault across a session's calls."""
+        plan = self.runtime.masking.get(policy) if policy is not None else None
+        if plan is None:
+            return None
+        vault = None
+        if plan.tokenizes and log.session_id != log.request_id:
+            vault = self.runtime.vaults.session(f"{principal.subject}\n{log.session_id}")
+        return plan.start(vault)
 
     async def _authenticate(self, headers: Headers, log: CallLog) -> Principal:
         token = caller_token(headers)
@@ -148,6 +181,8 @@ class DataPath:
         first_url: str,
         body: _RequestBody,
         allowed: tuple[int, ...],
+        *,
+        identity_encoding: bool,
     ) -> tuple[UpstreamResponse, int]:
         """Send to the first allowed target that answers; returns the response and its index.
 
@@ -164,9 +199,12 @@ class DataPath:
         for index in order:
             deployment = deployments[index]
             url = first_url if index == 0 else _target(deployment, *target)
+            injected = self.runtime.credentials[name][index]
+            if identity_encoding:  # a reply to be masked must come uncompressed
+                injected = [*injected, ("Accept-Encoding", "identity")]
             sent_headers = upstream_headers(
                 headers,
-                self.runtime.credentials[name][index],
+                injected,
                 keep_length=body.streamed,
                 also_dropped=adapter.dropped_request_headers,
             )
@@ -220,6 +258,7 @@ class DataPath:
         receive: Receive | None,
         send: Send,
         overhead: float,
+        replies: _Replies,
     ) -> None:
         """Send the target's response as it arrives; stop the target if the caller leaves.
 
@@ -228,33 +267,66 @@ class DataPath:
 
         `overhead` is the gateway's time before forwarding; the time from the target's
         headers to ours is added to it to give the call's added latency.
+
+        A reply to be masked is masked event by event when it is a stream, and whole
+        otherwise (so a refusal can still be an ordinary error response).
         """
         answered_at = time.perf_counter()
-        headers = downstream_headers(upstream.headers)
-        streamed, is_sse = True, False
-        for name, value in headers:
-            if name == b"content-length":
-                streamed = False
-            elif name == b"content-type":
-                is_sse = value.startswith(b"text/event-stream")
-        headers += [
-            (b"x-geogate-request-id", log.request_id.encode()),
-            (b"x-geogate-session-id", log.session_id.encode()),
-        ]
-        evidence = upstream.evidence
-        if evidence is not None:
-            log.evidence = _region_header(log.region or evidence.region, evidence)
-            log.region = log.evidence.partition(";")[0]
-            headers.append((b"x-geogate-region", log.evidence.encode()))
-        elif log.region is not None:  # a target whose region was not checked says so
-            headers.append((b"x-geogate-region", f"{log.region}; by=declared".encode()))
-        log.status = upstream.status
         try:
+            headers = downstream_headers(upstream.headers)
+            streamed, is_sse, content_type = True, False, ""
+            for name, value in headers:
+                if name == b"content-length":
+                    streamed = False
+                elif name == b"content-type":
+                    content_type = value.decode("latin-1").lower()
+                    is_sse = content_type.startswith("text/event-stream")
+            rewriter: BodyRewriter | None = None
+            whole: bytes | None = None
+            transform = replies.masking.response if replies.masking is not None else None
+            if transform is not None:
+                _check_identity(headers)
+                try:
+                    if is_sse:
+                        rewriter = adapter.response_stream(content_type, transform)
+                    else:
+                        raw = await _read_reply(upstream, log, replies.limit)
+                        whole = adapter.mask_response(raw, content_type, transform)
+                except MaskingError as exc:
+                    if upstream.status < 400:
+                        raise Refusal(exc.code, str(exc)) from None
+                    raise Refusal(
+                        "upstream_error",
+                        f"The target answered HTTP {upstream.status} with a body the gateway "
+                        f"cannot mask ({exc}); it was not passed on.",
+                    ) from None
+                headers = [(n, v) for n, v in headers if n != b"content-length"]
+                if whole is not None:
+                    headers.append((b"content-length", str(len(whole)).encode()))
+                    streamed = False
+            headers += [
+                (b"x-geogate-request-id", log.request_id.encode()),
+                (b"x-geogate-session-id", log.session_id.encode()),
+            ]
+            evidence = upstream.evidence
+            if evidence is not None:
+                log.evidence = _region_header(log.region or evidence.region, evidence)
+                log.region = log.evidence.partition(";")[0]
+                headers.append((b"x-geogate-region", log.evidence.encode()))
+            elif log.region is not None:  # a target whose region was not checked says so
+                headers.append((b"x-geogate-region", f"{log.region}; by=declared".encode()))
+            masked = replies.masking.header() if replies.masking is not None else None
+            if masked is not None:
+                headers.append((b"x-geogate-masked", masked.encode()))
+            log.status = upstream.status
             await send(
                 {"type": "http.response.start", "status": upstream.status, "headers": headers}
             )
             log.added_ms = (overhead + time.perf_counter() - answered_at) * 1000
-            pump = _pump(upstream, log, adapter, send, is_sse)
+            if whole is not None:
+                await send({"type": "http.response.body", "body": whole, "more_body": False})
+                return
+            pump = _pump(upstream, log, adapter, send, is_sse, rewriter)
             if streamed and receive is not None:
                 await _until_disconnect(pump, receive)
             else:
@@ -263,21 +335,98 @@ class DataPath:
             upstream.close()
 
 
-async def _pump(
-    upstream: UpstreamResponse, log: CallLog, adapter: ProtocolAdapter, send: Send, is_sse: bool
+@dataclass(slots=True)
+class _Replies:
+    """How replies are treated: masked (and restored), or passed on as they are."""
+
+    masking: CallMasking | None
+    limit: int
+    """The most of a non-streamed reply the gateway holds to mask it."""
+
+
+def _check_identity(headers: Headers) -> None:
+    for name, value in headers:
+        if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            raise Refusal(
+                "data_blocked",
+                f"The target sent a {value.decode('latin-1')}-compressed reply although the "
+                "gateway asked for an uncompressed one, so it cannot be masked; it was not "
+                "passed on.",
+            )
+
+
+async def _read_reply(upstream: UpstreamResponse, log: CallLog, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    try:
+        async for chunk in upstream.body():
+            log.bytes_out += len(chunk)
+            if log.bytes_out > limit:
+                raise Refusal(
+                    "data_blocked",
+                    f"The reply is larger than {limit} bytes, the most the gateway holds to "
+                    "mask a reply that is not streamed; ask for less, or ask for a stream.",
+                )
+            chunks.append(chunk)
+    except UpstreamError as exc:
+        raise Refusal(exc.code, exc.message) from None
+    return b"".join(chunks)
+
+
+async def _mask_request(
+    body: _RequestBody,
+    adapter: ProtocolAdapter,
+    masker: TextTransform,
+    name: str,
+    connection: Connection,
 ) -> None:
-    """Copy the body; a target failing mid-stream becomes an SSE error event or a cut-off."""
+    """Replace the body with its masked form; masking needs all of it, so read it all."""
+    if not isinstance(body.content, bytes):
+        chunks: list[bytes] = []
+        try:
+            async for chunk in body.content:
+                chunks.append(chunk)
+        except _BodyTooLarge:
+            raise _too_large(name, connection) from None
+        except ConnectionResetError:
+            raise Refusal(
+                "bad_request", "The client disconnected while sending the body."
+            ) from None
+        body.content, body.streamed = b"".join(chunks), False
+    try:
+        body.content = adapter.mask_request(body.content, body.content_type, masker)
+    except MaskingError as exc:
+        raise Refusal(exc.code, str(exc)) from None
+
+
+async def _pump(
+    upstream: UpstreamResponse,
+    log: CallLog,
+    adapter: ProtocolAdapter,
+    send: Send,
+    is_sse: bool,
+    rewriter: BodyRewriter | None,
+) -> None:
+    """Copy the body (masked, when a rewriter is given); a target failing mid-stream, or a
+    stream that cannot be masked, becomes an SSE error event or a cut-off."""
     at_event_boundary = True
     try:
         async for chunk in upstream.body():
             log.bytes_out += len(chunk)
+            if rewriter is not None:
+                chunk = rewriter.feed(chunk)
+                if not chunk:
+                    continue
             at_event_boundary = chunk.endswith(b"\n\n")
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except UpstreamError as exc:
+        if rewriter is not None:
+            rest = rewriter.finish()
+            if rest:
+                await send({"type": "http.response.body", "body": rest, "more_body": True})
+    except (UpstreamError, MaskingError) as exc:
         log.decision, log.code = "error", exc.code
         if not (is_sse and at_event_boundary):
             return  # leaving the response incomplete tells the caller it was cut off
-        event = adapter.stream_error_event(exc.code, exc.message, log.request_id)
+        event = adapter.stream_error_event(exc.code, str(exc), log.request_id)
         await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -365,7 +514,7 @@ async def _read_body(
     if len(first) > limit:
         raise _too_large(name, connection)
     if message.get("more_body", False) and not adapter.json_body:
-        return _streamed_body(receive, first, limit)
+        return _streamed_body(receive, first, limit, content_type)
 
     chunks = [first]
     size = len(first)
@@ -380,12 +529,14 @@ async def _read_body(
         raise Refusal("bad_request", "The client disconnected while sending the body.")
     body = b"".join(chunks)
     if not adapter.json_body:
-        return _RequestBody(body, RequestFacts(), streamed=False, size=size)
+        return _RequestBody(
+            body, RequestFacts(), streamed=False, size=size, content_type=content_type
+        )
     try:
         facts = adapter.parse_request(body, content_type)
     except RequestBodyError as exc:
         raise Refusal("bad_request", str(exc)) from None
-    return _RequestBody(body, facts, streamed=False, size=size)
+    return _RequestBody(body, facts, streamed=False, size=size, content_type=content_type)
 
 
 def _region_header(region: str, evidence: Evidence) -> str:
@@ -417,9 +568,16 @@ def _with_fields(
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _streamed_body(receive: Receive, first: bytes, limit: int) -> _RequestBody:
+def _streamed_body(receive: Receive, first: bytes, limit: int, content_type: str) -> _RequestBody:
     """A body passed on as it arrives, counted so the limit holds without a Content-Length."""
-    state = _RequestBody(b"", RequestFacts(), streamed=True, size=len(first), complete=False)
+    state = _RequestBody(
+        b"",
+        RequestFacts(),
+        streamed=True,
+        size=len(first),
+        complete=False,
+        content_type=content_type,
+    )
 
     async def stream() -> AsyncIterator[bytes]:
         yield first

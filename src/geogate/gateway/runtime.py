@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from geogate.agent import Executor, LocalExecutor
 from geogate.config import Config, Connection, Credentials, Target
+from geogate.dlp.plan import MaskPlan, compile_masking, load_key
+from geogate.dlp.vault import Vaults
 from geogate.gateway.routing import Router
 from geogate.gateway.trail import RefusalTrail
 from geogate.identity import ApiKeyAuthenticator, Authenticator, DirectoryWatch, TokenVerifier
@@ -40,6 +42,10 @@ def _signer(connection: Connection, target: Target) -> SigV4Signer | None:
     return SigV4Signer(aws, target.region.partition(":")[2])
 
 
+def _masks(config: Config) -> bool:
+    return any(policy.mask is not None for policy in config.policies)
+
+
 @dataclass(frozen=True)
 class Runtime:
     config: Config
@@ -59,6 +65,10 @@ class Runtime:
     tokens_for: dict[str, GoogleTokenSource]
     """Per Vertex connection with a service account, where its access tokens come from."""
     router: Router
+    masking: dict[str, MaskPlan]
+    """Per policy with a `mask` block, what its calls mask and how."""
+    vaults: Vaults
+    """The `tokenize` style's per-session vaults."""
 
     @classmethod
     async def start(cls, config: Config) -> Runtime:
@@ -67,6 +77,8 @@ class Runtime:
         addresses = await asyncio.to_thread(
             load_address_book, address_ranges_path(gateway.state, gateway.audit_key)
         )
+        key = await asyncio.to_thread(load_key, config.masking.key) if _masks(config) else b""
+        masking = await asyncio.to_thread(compile_masking, config, key)
         store = await open_store(config.gateway.state)
         directory = DirectoryWatch(store)
         tokens = TokenVerifier(config.identity.oidc)
@@ -103,6 +115,8 @@ class Runtime:
                     for name, connection in config.connections.items()
                     if connection.credentials is not None and connection.credentials.google
                 },
+                masking=masking,
+                vaults=Vaults(key),
             )
         except BaseException:
             await trail.close()

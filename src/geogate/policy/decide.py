@@ -399,13 +399,7 @@ def _not_yet_enforced(policy: Policy, name: str, connection: Connection) -> tupl
             f"Connection {name!r} runs through agent {connection.agent!r}, and network agents "
             f"are not available in this GeoGate version; the call was not rerouted.",
         )
-    if policy.mask is not None:
-        return (
-            "data_blocked",
-            f"Policy {policy.name!r} requires masking, which this GeoGate version does not "
-            f"enforce yet; the call was refused rather than sent unmasked.",
-        )
-    if policy.review is not None:
+    if policy.review is not None or (policy.mask and policy.mask.on_detect == "review"):
         return (
             "approval_required",
             f"Policy {policy.name!r} requires an approval, and approvals are not available in "

@@ -10,9 +10,11 @@ from __future__ import annotations
 from geogate.protocols.base import ProtocolAdapter, RequestBodyError
 from geogate.protocols.bedrock import SigV4Signer
 from geogate.protocols.registry import adapter_for
+from geogate.protocols.text import BodyRewriter
 from geogate.protocols.vertex import GoogleTokenSource, TokenError
 
 __all__ = [
+    "BodyRewriter",
     "GoogleTokenSource",
     "ProtocolAdapter",
     "RequestBodyError",

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
+from geogate.dlp.transform import MaskingError, TextTransform
 from geogate.policy import RequestFacts
+from geogate.protocols.text import (
+    SSE,
+    BodyRewriter,
+    BufferedRewriter,
+    EventRewriter,
+    Groups,
+    SseRewriter,
+    mask_document,
+    media_type,
+    strings,
+)
 
 _BEDROCK_MODEL = re.compile(
     r"/model/(.+?)/(?:converse|converse-stream|invoke|invoke-with-response-stream)$"
@@ -31,6 +44,8 @@ class ProtocolAdapter:
     """The header the provider's SDK reads a request id from (shown in its exceptions)."""
     dropped_request_headers: ClassVar[frozenset[bytes]] = frozenset()
     """Caller headers that must not reach the target (e.g. a caller's own request signature)."""
+    maskable: ClassVar[str] = "JSON"
+    """The body types this adapter can mask, as told to a caller who sent another."""
 
     def error_headers(self, code: str) -> list[tuple[bytes, bytes]]:
         """Headers the provider's SDK reads an error's code from; none for most."""
@@ -95,3 +110,72 @@ class ProtocolAdapter:
         """The facts in a parsed JSON request; adapters add their provider's own."""
         model = document.get("model")
         return RequestFacts(model=model if isinstance(model, str) else None)
+
+    def request_groups(self, document: Any) -> Groups:
+        """Where the text of a parsed request is; by default every string value (fail closed)."""
+        return strings(document)
+
+    def response_groups(self, document: Any) -> Groups:
+        """Where the text of a parsed response is; by default every string value."""
+        return strings(document)
+
+    def accepts(self, media: str) -> bool:
+        """Whether bodies of this media type can be masked (an unlabelled body is tried as JSON)."""
+        return not media or "json" in media
+
+    def mask_request(self, body: bytes, content_type: str, transform: TextTransform) -> bytes:
+        """The request body with its text masked; the same bytes object if nothing changed."""
+        media = media_type(content_type)
+        if body and not self.accepts(media):
+            raise MaskingError(
+                f"GeoGate cannot mask a {self.name} request body of type {media or 'unknown'}; "
+                f"send {self.maskable} or remove request masking from the policy."
+            )
+        return self.mask_body(body, media, transform, self.request_groups, "request")
+
+    def mask_response(self, body: bytes, content_type: str, transform: TextTransform) -> bytes:
+        """The response body with its text masked; the same bytes object if nothing changed."""
+        media = media_type(content_type)
+        if media == SSE:
+            rewriter = self.response_stream(content_type, transform)
+            masked = rewriter.feed(body) + rewriter.finish()
+            return body if masked == body else masked
+        if body and not self.accepts(media):
+            raise self._unmaskable_response(media)
+        return self.mask_body(body, media, transform, self.response_groups, "response")
+
+    def mask_body(
+        self,
+        body: bytes,
+        media: str,
+        transform: TextTransform,
+        groups: Callable[[Any], Groups],
+        side: str,
+    ) -> bytes:
+        """Mask a body of an accepted type; adapters that take more than JSON add theirs."""
+        return mask_document(body, f"{self.name} {side} body", transform, groups)
+
+    def response_stream(self, content_type: str, transform: TextTransform) -> BodyRewriter:
+        """A rewriter that masks the response body as it streams.
+
+        SSE is masked event by event; other accepted types are collected and masked whole.
+        """
+        media = media_type(content_type)
+        if media == SSE:
+            return SseRewriter(self.stream_events(transform))
+        if not self.accepts(media):
+            raise self._unmaskable_response(media)
+        return BufferedRewriter(lambda body: self.mask_response(body, content_type, transform))
+
+    def stream_events(self, transform: TextTransform) -> EventRewriter:
+        """How this provider's SSE events are masked; refused where it is not known."""
+        raise MaskingError(
+            f"GeoGate cannot mask streamed {self.name} responses; call without streaming or "
+            f"remove response masking from the policy."
+        )
+
+    def _unmaskable_response(self, media: str) -> MaskingError:
+        return MaskingError(
+            f"GeoGate cannot mask {self.name} responses of type {media or 'unknown'}; call "
+            f"without streaming or remove response masking from the policy."
+        )

@@ -10,7 +10,7 @@ through as the bytes they are. Refusals carry `x-amzn-ErrorType`, which boto3 tu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -18,9 +18,26 @@ from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.session import Session
 
 from geogate.config import AwsCredentials
+from geogate.protocols.anthropic import anthropic_request_groups, anthropic_response_groups
 from geogate.protocols.base import ProtocolAdapter
+from geogate.protocols.text import Groups, as_dict, content, dicts, json_field, strings
 
 _CALLER_SIGNATURE = frozenset({b"x-amz-date", b"x-amz-security-token", b"x-amz-content-sha256"})
+_CONVERSE = frozenset(
+    {
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "guardrailConfig",
+        "additionalModelRequestFields",
+        "additionalModelResponseFieldPaths",
+        "promptVariables",
+        "requestMetadata",
+        "performanceConfig",
+    }
+)
+"""The fields of a Converse request; any other body is a model's own InvokeModel format."""
 
 
 class BedrockAdapter(ProtocolAdapter):
@@ -35,6 +52,38 @@ class BedrockAdapter(ProtocolAdapter):
 
     def error_headers(self, code: str) -> list[tuple[bytes, bytes]]:
         return [(b"x-amzn-errortype", code.encode())]
+
+    def request_groups(self, document: Any) -> Groups:
+        """Converse; InvokeModel with an Anthropic body; any other model's body: every string."""
+        doc = as_dict(document)
+        if "anthropic_version" in doc:
+            return anthropic_request_groups(doc)
+        if not doc or not doc.keys() <= _CONVERSE:
+            return strings(document)
+        groups = [content(doc, "system", None)]
+        for message in dicts(doc.get("messages")):
+            groups += _converse_message(message)
+        return groups
+
+    def response_groups(self, document: Any) -> Groups:
+        doc = as_dict(document)
+        if doc.get("type") == "message":
+            return anthropic_response_groups(doc)
+        if isinstance(doc.get("output"), dict):
+            return _converse_message(as_dict(doc["output"].get("message")))
+        return strings(document)
+
+
+def _converse_message(message: dict[str, Any]) -> Groups:
+    """Text blocks read as one; tool use input values; tool results' text and JSON values."""
+    groups = [content(message, "content", None)]
+    for block in dicts(message.get("content")):
+        groups += json_field(as_dict(block.get("toolUse")), "input")
+        result = as_dict(block.get("toolResult"))
+        groups.append(content(result, "content", None))
+        for part in dicts(result.get("content")):
+            groups += json_field(part, "json")
+    return groups
 
 
 class SigV4Signer:

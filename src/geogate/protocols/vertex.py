@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -19,6 +20,8 @@ from joserfc.jwk import RSAKey
 
 from geogate.config import GoogleCredentials, is_loopback
 from geogate.protocols.base import ProtocolAdapter
+from geogate.protocols.openai import openai_request_groups, openai_response_groups
+from geogate.protocols.text import Groups, as_dict, content, dicts, json_field, strings
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _EARLY = 60.0
@@ -41,6 +44,44 @@ class VertexAdapter(ProtocolAdapter):
                 **details,
             }
         }
+
+    def request_groups(self, document: Any) -> Groups:
+        """generateContent; the OpenAI-compatible `/chat/completions`; else every string."""
+        doc = as_dict(document)
+        if "messages" in doc:
+            return openai_request_groups(doc)
+        if "contents" not in doc:
+            return strings(document)
+        groups: Groups = []
+        for name in ("systemInstruction", "system_instruction"):  # Google's JSON takes both
+            groups += _gemini_content(as_dict(doc.get(name)))
+        for item in dicts(doc.get("contents")):
+            groups += _gemini_content(item)
+        return groups
+
+    def response_groups(self, document: Any) -> Groups:
+        """Candidates; streamGenerateContent without `alt=sse` answers a JSON array of them."""
+        groups: Groups = []
+        for doc in dicts(document) if isinstance(document, list) else [as_dict(document)]:
+            if "choices" in doc:
+                groups += openai_response_groups(doc)
+            elif "candidates" in doc:
+                for candidate in dicts(doc.get("candidates")):
+                    groups += _gemini_content(as_dict(candidate.get("content")))
+            else:
+                groups += strings(doc)
+        return groups
+
+
+def _gemini_content(item: dict[str, Any]) -> Groups:
+    """The text parts of one Content read as one; function call args and responses' values."""
+    groups = [content(item, "parts", None)]
+    for part in dicts(item.get("parts")):
+        for name in ("functionCall", "function_call"):
+            groups += json_field(as_dict(part.get(name)), "args")
+        for name in ("functionResponse", "function_response"):
+            groups += json_field(as_dict(part.get(name)), "response")
+    return groups
 
 
 class TokenError(Exception):
