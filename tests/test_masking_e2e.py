@@ -17,6 +17,8 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from geogate.demo import DemoSettings, create_demo_app
+from geogate.protocols import ProtocolAdapter
+from geogate.protocols.text import SseRewriter
 from tests.gateways import Gateway, run_gateway
 from tests.servers import run_asgi
 
@@ -313,3 +315,36 @@ def test_an_error_page_that_cannot_be_masked_is_not_passed_on(gateway: Gateway, 
     body = caught.value.body
     assert isinstance(body, dict) and body["code"] == "upstream_error"
     assert "HTTP 502" in body["message"] and "123-45-6789" not in str(body)
+
+
+def test_a_bug_in_request_masking_refuses_and_sends_nothing(
+    gateway: Gateway, key: str, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> bytes:
+        raise KeyError("123-45-6789")
+
+    monkeypatch.setattr(ProtocolAdapter, "mask_request", broken)
+    before = len(recorder.bodies)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        oai(gateway, "redact", key).chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": PROMPT}]
+        )
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "data_blocked"
+    assert "KeyError" in body["message"] and "123-45-6789" not in body["message"]
+    assert len(recorder.bodies) == before
+
+
+def test_a_bug_in_stream_masking_ends_the_stream_with_an_error_event(
+    gateway: Gateway, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: SseRewriter, chunk: bytes) -> bytes:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(SseRewriter, "feed", broken)
+    stream = oai(gateway, "reply", key).chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": PROMPT}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="Masking failed"):
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert SSN not in text

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -40,6 +41,9 @@ from geogate.protocols import (
 )
 from geogate.residency import Evidence
 
+_log = logging.getLogger("geogate.datapath")
+P = ParamSpec("P")
+T = TypeVar("T")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FALLBACK_ADAPTER = adapter_for("http")
 
@@ -286,12 +290,12 @@ class DataPath:
             transform = replies.masking.response if replies.masking is not None else None
             if transform is not None:
                 _check_identity(headers)
+                raw = None if is_sse else await _read_reply(upstream, log, replies.limit)
                 try:
-                    if is_sse:
-                        rewriter = adapter.response_stream(content_type, transform)
+                    if raw is None:
+                        rewriter = _guarded(adapter.response_stream, content_type, transform)
                     else:
-                        raw = await _read_reply(upstream, log, replies.limit)
-                        whole = adapter.mask_response(raw, content_type, transform)
+                        whole = _guarded(adapter.mask_response, raw, content_type, transform)
                 except MaskingError as exc:
                     if upstream.status < 400:
                         raise Refusal(exc.code, str(exc)) from None
@@ -393,9 +397,23 @@ async def _mask_request(
             ) from None
         body.content, body.streamed = b"".join(chunks), False
     try:
-        body.content = adapter.mask_request(body.content, body.content_type, masker)
+        body.content = _guarded(adapter.mask_request, body.content, body.content_type, masker)
     except MaskingError as exc:
         raise Refusal(exc.code, str(exc)) from None
+
+
+def _guarded(step: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a masking step, turning any failure in it into a MaskingError: fail closed."""
+    try:
+        return step(*args, **kwargs)
+    except MaskingError:
+        raise
+    except Exception as exc:
+        _log.exception("masking failed")
+        raise MaskingError(
+            f"Masking failed ({type(exc).__name__}); the data was not passed on unmasked. "
+            "The gateway log has the details."
+        ) from exc
 
 
 async def _pump(
@@ -413,13 +431,13 @@ async def _pump(
         async for chunk in upstream.body():
             log.bytes_out += len(chunk)
             if rewriter is not None:
-                chunk = rewriter.feed(chunk)
+                chunk = _guarded(rewriter.feed, chunk)
                 if not chunk:
                     continue
             at_event_boundary = chunk.endswith(b"\n\n")
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         if rewriter is not None:
-            rest = rewriter.finish()
+            rest = _guarded(rewriter.finish)
             if rest:
                 await send({"type": "http.response.body", "body": rest, "more_body": True})
     except (UpstreamError, MaskingError) as exc:
