@@ -181,9 +181,10 @@ def test_spec_example_is_refused_for_openai_eu_then_loads_with_its_notes(tmp_pat
     assert all(str(note).startswith(f"{path}:{note.line}: note: ") for note in result.notes)
 
 
-def test_docs_examples_load(tmp_path: Path) -> None:
-    """Every complete example in docs/policy.md (a yaml block starting `version: 1`) loads."""
-    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+@pytest.mark.parametrize("doc", [DOCS, DOCS.with_name("masking.md")], ids=lambda doc: doc.name)
+def test_docs_examples_load(tmp_path: Path, doc: Path) -> None:
+    """Every complete example in a doc (a yaml block starting `version: 1`) loads."""
+    blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.DOTALL)
     complete = [block for block in blocks if block.startswith("version: 1")]
     assert complete
     for block in complete:
