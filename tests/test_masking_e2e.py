@@ -16,7 +16,9 @@ import openai
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from geogate.config import load_config, quickstart_path
 from geogate.demo import DemoSettings, create_demo_app
+from geogate.dlp.plan import compile_masking
 from geogate.protocols import ProtocolAdapter
 from geogate.protocols.text import SseRewriter
 from tests.gateways import Gateway, run_gateway
@@ -348,3 +350,11 @@ def test_a_bug_in_stream_masking_ends_the_stream_with_an_error_event(
     with pytest.raises(openai.APIError, match="Masking failed"):
         text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
         assert SSN not in text
+
+
+def test_quickstart_masks_the_readme_example(tmp_path: Path) -> None:
+    config = load_config(quickstart_path(), base_dir=tmp_path, env={})
+    masker = compile_masking(config, b"")["support-eu"].start().request
+    assert masker is not None
+    text = "My SSN is 123-45-6789, card 4111 1111 1111 1111"
+    assert masker.mask(text) == "My SSN is [US_SSN], card [CREDIT_CARD]"
