@@ -6,6 +6,7 @@ recorder in front of it keeps the raw request bodies to prove what left the gate
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,8 @@ connections:
   claude: {{type: anthropic, url: "{demo}", region: onprem:test-eu, credentials: {{header: {{x-api-key: demo}}}}}}
   raw: {{type: http, url: "{demo}", region: onprem:test-eu, credentials: {{bearer: demo}}}}
   broken: {{type: openai, url: "{broken}", region: onprem:test-eu}}
+  gzipped: {{type: openai, url: "{gzipped}", region: onprem:test-eu}}
+  small: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, max_body: 300B, credentials: {{bearer: demo}}}}
 policies:
   - name: redact
     subjects: {{groups: [support]}}
@@ -96,7 +99,7 @@ policies:
     mask: {{request: [customer-pii], response: [us_ssn], style: tokenize}}
   - name: reply
     subjects: {{groups: [support]}}
-    connections: [reply, broken]
+    connections: [reply, broken, gzipped, small]
     mask: {{response: [us_ssn, credit_card]}}
 """
 
@@ -111,6 +114,20 @@ async def bad_gateway(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": page})
 
 
+async def compressing(scope: Scope, receive: Receive, send: Send) -> None:
+    """A target that compresses although the gateway asked for `identity`."""
+    if scope["type"] != "http":
+        return
+    page = gzip.compress(b'{"choices": [{"message": {"content": "SSN 123-45-6789"}}]}')
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-encoding", b"gzip"),
+        (b"content-length", str(len(page)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": page})
+
+
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[Recorder]:
     recorder = Recorder(create_demo_app(DemoSettings(api_key="demo", chunk_delay=0.0)))
@@ -120,8 +137,12 @@ def recorder() -> Iterator[Recorder]:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator[Gateway]:
     folder: Path = tmp_path_factory.mktemp("masking")
-    with run_asgi(recorder) as demo, run_asgi(bad_gateway) as broken:
-        policy = POLICY.format(folder=folder, demo=demo, broken=broken)
+    with (
+        run_asgi(recorder) as demo,
+        run_asgi(bad_gateway) as broken,
+        run_asgi(compressing) as gzipped,
+    ):
+        policy = POLICY.format(folder=folder, demo=demo, broken=broken, gzipped=gzipped)
         with run_gateway(folder, policy) as gateway:
             yield gateway
 
@@ -358,3 +379,24 @@ def test_quickstart_masks_the_readme_example(tmp_path: Path) -> None:
     assert masker is not None
     text = "My SSN is 123-45-6789, card 4111 1111 1111 1111"
     assert masker.mask(text) == "My SSN is [US_SSN], card [CREDIT_CARD]"
+
+
+def test_a_compressed_reply_is_not_passed_on_unmasked(gateway: Gateway, key: str) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        oai(gateway, "gzipped", key).chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "hi"}]
+        )
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "data_blocked"
+    assert "compressed" in body["message"]
+
+
+def test_a_reply_too_large_to_mask_whole_is_refused(gateway: Gateway, key: str) -> None:
+    client = oai(gateway, "small", key)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client.chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "x" * 150}]
+        )
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "data_blocked"
+    assert "larger than 300 bytes" in body["message"]

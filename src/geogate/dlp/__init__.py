@@ -2,6 +2,7 @@
 
 from geogate.config import BUILTIN_ENTITIES
 from geogate.dlp.engine import Engine, Finding, PatternError
+from geogate.dlp.masker import Masker, Restorer
 from geogate.dlp.transform import DataBlocked, MaskingError, TextStream, TextTransform
 
 __all__ = [
@@ -9,8 +10,10 @@ __all__ = [
     "DataBlocked",
     "Engine",
     "Finding",
+    "Masker",
     "MaskingError",
     "PatternError",
+    "Restorer",
     "TextStream",
     "TextTransform",
 ]
