@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import phonenumbers
 from stdnum import luhn, numdb
 from stdnum.iso7064 import mod_97_10
+from stdnum.us import ssn as stdnum_ssn
 
 Span = tuple[int, int]
 SpanFinder = Callable[[str, int, int], Iterator[Span]]
@@ -189,28 +190,18 @@ def _nine_digit_spans(valid: Callable[[str], bool]) -> SpanFinder:
     return spans
 
 
-_VOIDED_SSNS = frozenset({"078051120", "457555462", "219099999"})
-"""Numbers the SSA voided after they were printed on wallet cards and in advertising."""
-
-
 def _valid_ssn(number: str) -> bool:
-    """The SSA's rules (as python-stdnum's `us.ssn` applies them): area not 000, 666 or
-    9xx, group not 00, serial not 0000, and not a voided advertising number."""
-    area, group, serial = number[:3], number[3:5], number[5:]
-    return (
-        area not in ("000", "666")
-        and area[0] != "9"
-        and group != "00"
-        and serial != "0000"
-        and number not in _VOIDED_SSNS
-    )
+    """The SSA's rules, as python-stdnum applies them: area not 000, 666 or 9xx, group not 00,
+    serial not 0000, and not one of the numbers voided after appearing in advertising."""
+    return bool(stdnum_ssn.is_valid(number))
 
 
 _ITIN_GROUPS = frozenset([*range(50, 66), *range(70, 89), *range(90, 93), *range(94, 100)])
 
 
 def _valid_itin(number: str) -> bool:
-    """The IRS's rules: 9xx, with a group in 50-65, 70-88, 90-92 or 94-99."""
+    """The IRS's rules: 9xx, and a group in 50-65, 70-88, 90-92 or 94-99 (python-stdnum's
+    `us.itin` predates the 50-65 range, so it would miss ITINs issued since 2011)."""
     return number[0] == "9" and int(number[3:5]) in _ITIN_GROUPS
 
 
@@ -275,10 +266,10 @@ def _nino_spans(text: str, start: int, end: int) -> Iterator[Span]:
 
 # --- phone numbers -------------------------------------------------------------------------
 
-_PHONE_KEYWORD = re.compile(
+_PHONE_WORD = (
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|call(?:ed)?|sms|text|whatsapp|contact|dial)"
-    r"\b\.?(?:\W{1,3}\w{1,6}){0,2}\W{0,4}$"
 )
+_PHONE_KEYWORD = re.compile(_PHONE_WORD + r"\b\.?(?:\W{1,3}\w{1,6}){0,2}\W{0,4}$")
 """A word that says phone, at most two short words before the number (`call me on`)."""
 _NOT_PHONES = re.compile(
     r"\(?\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\)?(?: \d{1,2})?|\d{3}([ .-])\d{2}\1\d{4}"
@@ -541,7 +532,13 @@ BUILTIN: dict[str, Detector] = {
         ),
         Detector(
             "phone",
-            (r"(?:\+|\(|\b)\d[\d ().-]{5,22}\d\b",),
+            (
+                r"\+\d[\d ().-]{5,22}\d\b",  # international
+                r"\(\d{1,5}\)[ .-]?\d[\d .-]{3,16}\d\b",  # (area code)
+                r"\b0\d(?:[ .-]?\d){5,13}\b",  # national, after a trunk 0
+                r"\b(?:1[ .-])?[2-9]\d{2}[ .-]\d{3}[ .-]\d{4}\b",  # North American
+                _PHONE_WORD + r"\b[^0-9\n]{0,20}\d(?:[ .-]?\d){6,14}\b",  # `call me on 4155550132`
+            ),
             _phone_spans,
             tail_run(r"\d ().+-", r"\d(+", 26),
             _digits,
