@@ -201,7 +201,7 @@ _ITIN_GROUPS = frozenset([*range(50, 66), *range(70, 89), *range(90, 93), *range
 
 def _valid_itin(number: str) -> bool:
     """The IRS's rules: 9xx, and a group in 50-65, 70-88, 90-92 or 94-99 (python-stdnum's
-    `us.itin` predates the 50-65 range, so it would miss ITINs issued since 2011)."""
+    `us.itin` lacks the 50-65 range the IRS also issues from)."""
     return number[0] == "9" and int(number[3:5]) in _ITIN_GROUPS
 
 
