@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,6 +244,7 @@ def test_tokenized_values_are_not_restored_for_another_session(
 def test_response_masking(gateway: Gateway, key: str, stream: bool) -> None:
     client = oai(gateway, "reply", key)
     messages = [{"role": "user", "content": PROMPT}]
+    lines = len(gateway.access_lines)
     if stream:
         with client.chat.completions.with_streaming_response.create(
             model="demo", messages=messages, stream=True
@@ -256,6 +258,11 @@ def test_response_masking(gateway: Gateway, key: str, stream: bool) -> None:
         text = raw.parse().choices[0].message.content or ""
         assert raw.headers["x-geogate-masked"] == "credit_card=1,us_ssn=1"
     assert text == "You said: My SSN is [US_SSN] and my card is [CREDIT_CARD]."
+    deadline = time.monotonic() + 5  # the line is written once the gateway has closed the call
+    while len(gateway.access_lines) < lines + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    logged = json.loads(gateway.access_lines[lines])
+    assert logged["masked"] == {"us_ssn": 1, "credit_card": 1}  # the stream's counts too
 
 
 def test_sse_split_anywhere_by_the_target_is_masked_the_same(gateway: Gateway, key: str) -> None:

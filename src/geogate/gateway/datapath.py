@@ -78,6 +78,7 @@ class DataPath:
         log = CallLog(request_id=request_id, session_id=request_id, method=scope["method"])
         adapter = _FALLBACK_ADAPTER
         connection: Connection | None = None
+        masking: CallMasking | None = None
         try:
             name, tail = _connection_part(scope["raw_path"])
             log.connection = name
@@ -146,6 +147,8 @@ class DataPath:
             await send({"type": "http.response.start", "status": status, "headers": error_headers})
             await send({"type": "http.response.body", "body": payload})
         finally:
+            if masking is not None:
+                log.masked = dict(masking.counts()) or None
             log.latency_ms = (time.perf_counter() - started) * 1000
             log.emit(connection is not None, self.access_sink)
 

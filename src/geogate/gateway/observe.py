@@ -62,6 +62,8 @@ class CallLog:
     added_ms: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    masked: dict[str, int] | None = None
+    """Values masked per entity, in the request and the reply (streamed ones included)."""
 
     def emit(self, known_connection: bool, sink: AccessSink | None) -> None:
         label = self.connection if known_connection and self.connection else "unknown"
