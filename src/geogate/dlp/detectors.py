@@ -347,16 +347,17 @@ def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
 
 # --- email and IP addresses ----------------------------------------------------------------
 
-_EMAIL = re.compile(
-    r"[A-Za-z0-9_%+-][A-Za-z0-9._%+-]{0,63}@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z"
-)
+_EMAIL_DOMAIN = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9_%+-][A-Za-z0-9._%+-]{0,63}\Z")
 
 
 def _email_spans(text: str, start: int, end: int) -> Iterator[Span]:
-    found = _EMAIL.search(text, start, end)
-    if found is not None:
-        yield found.start(), end
+    """Hyperscan finds `@domain.tld`; the address's local part is read backwards from it."""
+    if end - start > 254 or not _EMAIL_DOMAIN.match(text, start, end):
+        return
+    local = _EMAIL_LOCAL.search(text, max(0, start - 64), start)
+    if local is not None:
+        yield local.start(), end
 
 
 def _ipv4_spans(text: str, start: int, end: int) -> Iterator[Span]:
@@ -396,7 +397,7 @@ _SECRET_TOKENS = tuple(
         r"\bsk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,250}\b",  # OpenAI, Anthropic
         r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,250}\b",  # Stripe
         r"\bAIza[0-9A-Za-z_-]{35}\b",  # Google API keys
-        r"\beyJ[A-Za-z0-9_-]{8,4000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,4000}\b",  # JWT
+        r"\beyJ[A-Za-z0-9_-]{8,2700}\.eyJ[A-Za-z0-9_-]{8,2700}\.[A-Za-z0-9_-]{8,2700}\b",  # JWT
     )
 )
 _ASSIGNMENT = (
@@ -416,10 +417,14 @@ _PEM_BEGIN_AT_END = re.compile(r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]*-{0,5})
 _PEM_BEGIN_RE = re.compile(_PEM_BEGIN)
 
 
-def _loosened(pattern: str) -> str:
-    """The pattern with long bounded repeats left open: hyperscan cannot track where such a
-    match starts, and the exact bound is checked afterwards in Python."""
-    return re.sub(r"\{(\d+),(\d{3,})\}", r"{\1,}", pattern)
+def _prefix(pattern: str) -> str:
+    """What hyperscan looks for: the token's pattern up to its first variable-length part, at
+    that part's least length. Python then matches the whole token from where this starts;
+    tracking where an open-ended match starts would cost hyperscan most of its speed."""
+    repeat = re.search(r"\{(\d+),\d+\}", pattern)
+    if repeat is None:
+        return pattern
+    return pattern[: repeat.start()] + "{" + repeat.group(1) + "}"
 
 
 def _entropy(value: str) -> float:
@@ -431,8 +436,8 @@ def _secret_spans(text: str, start: int, end: int) -> Iterator[Span]:
     if _PEM_BEGIN_RE.match(text, start, end):
         footer = _PEM_END.search(text, end)
         yield start, footer.end() if footer else len(text)
-    elif any(token.fullmatch(text, start, end) for token in _SECRET_TOKENS):
-        yield start, end
+    elif tokens := [found for token in _SECRET_TOKENS if (found := token.match(text, start))]:
+        yield max(token.span() for token in tokens)
     else:  # key=value: the value alone, when it looks generated rather than written
         assigned = _ASSIGNED_VALUE.match(text, end)
         if assigned is None:
@@ -464,7 +469,7 @@ BUILTIN: dict[str, Detector] = {
         Detector(
             "secret",
             (
-                *(_loosened(token.pattern) for token in _SECRET_TOKENS),
+                *(_prefix(token.pattern) for token in _SECRET_TOKENS),
                 _ASSIGNMENT,
                 _PEM_BEGIN,
             ),
@@ -511,7 +516,7 @@ BUILTIN: dict[str, Detector] = {
         ),
         Detector(
             "email",
-            (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b",),
+            (r"@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b",),
             _email_spans,
             tail_run("A-Za-z0-9._%+@-", "A-Za-z0-9._%+-", 320),
             str.lower,
@@ -536,7 +541,8 @@ BUILTIN: dict[str, Detector] = {
                 r"\+\d[\d ().-]{5,22}\d\b",  # international
                 r"\(\d{1,5}\)[ .-]?\d[\d .-]{3,16}\d\b",  # (area code)
                 r"\b0\d(?:[ .-]?\d){5,13}\b",  # national, after a trunk 0
-                r"\b(?:1[ .-])?[2-9]\d{2}[ .-]\d{3}[ .-]\d{4}\b",  # North American
+                r"\b[2-9]\d{2}[ .-]\d{3}[ .-]\d{4}\b",  # North American
+                r"\b1[ .-][2-9]\d{2}[ .-]\d{3}[ .-]\d{4}\b",
                 _PHONE_WORD + r"\b[^0-9\n]{0,20}\d(?:[ .-]?\d){6,14}\b",  # `call me on 4155550132`
             ),
             _phone_spans,
