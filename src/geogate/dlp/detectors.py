@@ -281,23 +281,35 @@ _NATIONAL_REGIONS = ("GB", "DE", "FR", "NL", "ES", "IT", "IE", "BE", "AT", "CH",
 
 
 def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
-    regions: tuple[str | None, ...]
+    """Whether libphonenumber knows the number: international (`+`), national after a trunk
+    0 in one of `_NATIONAL_REGIONS`, or North American (NANP) when written grouped or named.
+
+    National numbers are built directly rather than parsed once per region (parsing is most
+    of the cost, and the digits are the same for every region)."""
     if value.startswith("+"):
-        regions = (None,)
-    elif digits.startswith("0"):
-        regions = _NATIONAL_REGIONS
-    elif formatted and (len(digits) == 10 or (len(digits) == 11 and digits[0] == "1")):
-        regions = ("US",)
-    else:
-        return False
-    for region in regions:
         try:
-            number = phonenumbers.parse(value, region)
+            return bool(phonenumbers.is_valid_number(phonenumbers.parse(value, None)))
         except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(number):
-            return True
+            return False
+    if digits.startswith("0"):
+        return any(
+            phonenumbers.is_valid_number_for_region(_national(digits, region), region)
+            for region in _NATIONAL_REGIONS
+        )
+    if formatted and (len(digits) == 10 or (len(digits) == 11 and digits[0] == "1")):
+        number = phonenumbers.PhoneNumber(country_code=1, national_number=int(digits[-10:]))
+        return bool(phonenumbers.is_valid_number(number))  # any NANP country: US, CA, PR, ...
     return False
+
+
+def _national(digits: str, region: str) -> phonenumbers.PhoneNumber:
+    """A number dialled nationally with a trunk 0; Italy keeps its 0 in the number."""
+    code = phonenumbers.country_code_for_region(region)
+    if region == "IT":
+        return phonenumbers.PhoneNumber(
+            country_code=code, national_number=int(digits), italian_leading_zero=True
+        )
+    return phonenumbers.PhoneNumber(country_code=code, national_number=int(digits[1:]))
 
 
 _GROUPED_CODE_BEFORE = re.compile(r"\b[A-Z]{2}[0-9]{2}(?: [A-Z0-9]{4})+ \Z")
