@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -335,3 +336,23 @@ def test_chained_mask_then_restore_streams_like_whole_text() -> None:
             position += size
         out.append(stream.finish())
         assert "".join(out) == whole
+
+
+def test_one_engine_scans_from_several_threads_at_once() -> None:
+    """Hyperscan's scratch space serves one scan at a time; each thread gets its own."""
+    text = "SSN 123-45-6789 " * 2000
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                assert len(ALL.find(text)) == 2000
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

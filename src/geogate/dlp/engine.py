@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -90,6 +91,7 @@ class Engine:
                 expressions.append(pattern.encode())
                 self._owner.append(index)
         self._database: hyperscan.Database | None = None
+        self._scratch = threading.local()
         if expressions:
             self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             try:
@@ -158,7 +160,10 @@ class Engine:
             if regions.get(key, -1) < end:
                 regions[key] = end
 
-        self._database.scan(data, match_event_handler=on_match)
+        scratch = getattr(self._scratch, "space", None)
+        if scratch is None:  # hyperscan's scratch space serves one scan at a time: one per thread
+            scratch = self._scratch.space = hyperscan.Scratch(self._database)
+        self._database.scan(data, match_event_handler=on_match, scratch=scratch)
         return regions
 
     def canonical(self, entity: str, value: str) -> str:
