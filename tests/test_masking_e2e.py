@@ -83,6 +83,7 @@ connections:
   raw: {{type: http, url: "{demo}", region: onprem:test-eu, credentials: {{bearer: demo}}}}
   broken: {{type: openai, url: "{broken}", region: onprem:test-eu}}
   gzipped: {{type: openai, url: "{gzipped}", region: onprem:test-eu}}
+  claude-reply: {{type: anthropic, url: "{demo}", region: onprem:test-eu, credentials: {{header: {{x-api-key: demo}}}}}}
   small: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, max_body: 300B, credentials: {{bearer: demo}}}}
 policies:
   - name: redact
@@ -100,7 +101,7 @@ policies:
     mask: {{request: [customer-pii], response: [us_ssn], style: tokenize}}
   - name: reply
     subjects: {{groups: [support]}}
-    connections: [reply, broken, gzipped, small]
+    connections: [reply, broken, gzipped, small, claude-reply]
     mask: {{response: [us_ssn, credit_card]}}
 """
 
@@ -407,3 +408,28 @@ def test_a_reply_too_large_to_mask_whole_is_refused(gateway: Gateway, key: str) 
     body = caught.value.body
     assert isinstance(body, dict) and body["code"] == "data_blocked"
     assert "larger than 300 bytes" in body["message"]
+
+
+def test_responses_api_stream_and_final_response_are_masked(gateway: Gateway, key: str) -> None:
+    client = oai(gateway, "reply", key)
+    deltas, final = [], None
+    with client.responses.stream(model="demo", input=PROMPT) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    expected = "You said: My SSN is [US_SSN] and my card is [CREDIT_CARD]."
+    assert "".join(deltas) == expected
+    assert final.output_text == expected
+
+
+def test_anthropic_stream_reply_is_masked(gateway: Gateway, key: str) -> None:
+    claude = anthropic.Anthropic(base_url=gateway.url("claude-reply"), api_key=key, max_retries=0)
+    with claude.messages.stream(
+        model="demo", max_tokens=100, messages=[{"role": "user", "content": PROMPT}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    expected = "You said: My SSN is [US_SSN] and my card is [CREDIT_CARD]."
+    assert text == expected
+    assert final.content[0].type == "text" and final.content[0].text == expected
