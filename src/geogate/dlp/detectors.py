@@ -276,8 +276,23 @@ _NOT_PHONES = re.compile(
 )
 """Dates (`08.10.2023`, `2026-12-15 03`) and SSN-shaped numbers, which libphonenumber may
 accept as some country's number."""
-_NATIONAL_REGIONS = ("GB", "DE", "FR", "NL", "ES", "IT", "IE", "BE", "AT", "CH", "AU")
-"""Regions whose national format (a leading trunk 0) is tried for numbers without a `+`."""
+
+
+def _national_regions(*regions: str) -> tuple[tuple[str, int, frozenset[int]], ...]:
+    found = []
+    for region in regions:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        assert metadata is not None and metadata.country_code is not None
+        assert metadata.general_desc is not None
+        found.append(
+            (region, metadata.country_code, frozenset(metadata.general_desc.possible_length))
+        )
+    return tuple(found)
+
+
+_NATIONAL_REGIONS = _national_regions("GB", "DE", "FR", "NL", "IT", "IE", "BE", "AT", "CH", "AU")
+"""Regions whose national format (a leading trunk 0) is tried for numbers without a `+`, with
+the lengths their numbers may have (which rules most regions out before libphonenumber runs)."""
 
 
 def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
@@ -293,8 +308,9 @@ def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
             return False
     if digits.startswith("0"):
         return any(
-            phonenumbers.is_valid_number_for_region(_national(digits, region), region)
-            for region in _NATIONAL_REGIONS
+            len(digits) - (region != "IT") in lengths
+            and phonenumbers.is_valid_number_for_region(_national(digits, region, code), region)
+            for region, code, lengths in _NATIONAL_REGIONS
         )
     if formatted and (len(digits) == 10 or (len(digits) == 11 and digits[0] == "1")):
         number = phonenumbers.PhoneNumber(country_code=1, national_number=int(digits[-10:]))
@@ -302,9 +318,8 @@ def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
     return False
 
 
-def _national(digits: str, region: str) -> phonenumbers.PhoneNumber:
+def _national(digits: str, region: str, code: int) -> phonenumbers.PhoneNumber:
     """A number dialled nationally with a trunk 0; Italy keeps its 0 in the number."""
-    code = phonenumbers.country_code_for_region(region)
     if region == "IT":
         return phonenumbers.PhoneNumber(
             country_code=code, national_number=int(digits), italian_leading_zero=True
@@ -324,12 +339,22 @@ def _inside_longer_code(text: str, first: int, last: int) -> bool:
     return after[:1] == " " and after[1:].isdigit() and " " in text[first:last]
 
 
+def _may_start_a_phone(group: str) -> bool:
+    """Without `+` or `(`, a number begins with a trunk 0, an area code (`415`), NANP's `1`, or
+    is all digits at once (after a word like `phone:`); `5678` in a card number does not."""
+    return (
+        group[0] == "0" or group == "1" or len(group) >= 7 or (len(group) == 3 and group[0] != "1")
+    )
+
+
 def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
     """Phone numbers written as such: with a `+`, grouped, or after a word like `phone:`."""
     groups = _groups(text, start, end)
-    for index, (first, _group_end) in enumerate(groups):
+    for index, (first, group_end) in enumerate(groups):
         if first > start and text[first - 1] in "+(":
             first -= 1
+        elif not _may_start_a_phone(text[first:group_end]):
+            continue
         joint = text[first - 2 : first] if first >= 2 else ""
         if (joint[-1:] in (".", "-", "/") and joint[0].isalnum()) or (
             joint[-1:] == " " and joint[0].isdigit()
