@@ -407,11 +407,13 @@ def _ipv4_spans(text: str, start: int, end: int) -> Iterator[Span]:
 
 
 def _ipv6_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    """The longest valid address from the region's start. One without a digit (`abc::def`,
+    `std::`) is code, not an address."""
     for cut in range(end, start, -1):
-        if cut < end and text[cut] != ":":
+        if cut < end and text[cut] != ":" and text[cut - 1] != ":":
             continue
         value = text[start:cut]
-        if value.count(":") < 2:
+        if value.count(":") < 2 or not any(char.isdigit() for char in value):
             return
         try:
             ipaddress.IPv6Address(value)
@@ -562,7 +564,9 @@ BUILTIN: dict[str, Detector] = {
             "ip_address",
             (
                 r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b",
-                r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}",
+                r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b",
+                r"(?:\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}\b",
+                r"\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}::(?:[^0-9A-Fa-f:]|$)",
             ),
             lambda text, start, end: (
                 _ipv4_spans(text, start, end)

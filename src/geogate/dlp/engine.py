@@ -21,7 +21,7 @@ import hyperscan
 
 from geogate.config import BUILTIN_ENTITIES, CustomEntity
 from geogate.dlp.detectors import BUILTIN, Detector, Span
-from geogate.dlp.normalize import Normalized, normalize
+from geogate.dlp.normalize import Normalized, normalize, special
 from geogate.dlp.transform import MaskingError
 
 _LONGEST_CUSTOM = 1000
@@ -92,6 +92,7 @@ class Engine:
                 self._owner.append(index)
         self._database: hyperscan.Database | None = None
         self._scratch = threading.local()
+        special()  # built now, at start, rather than by the first call with non-ASCII text
         if expressions:
             self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             try:
