@@ -384,17 +384,19 @@ def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
 
 # --- email and IP addresses ----------------------------------------------------------------
 
-_EMAIL_DOMAIN = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z")
+_EMAIL_DOMAIN = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\b")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9_%+-][A-Za-z0-9._%+-]{0,63}\Z")
 
 
 def _email_spans(text: str, start: int, end: int) -> Iterator[Span]:
-    """Hyperscan finds `@domain.tld`; the address's local part is read backwards from it."""
-    if end - start > 254 or not _EMAIL_DOMAIN.match(text, start, end):
+    """Hyperscan finds `@label.x`; Python reads the domain on from there (at most 254
+    characters) and the local part backwards from the `@`."""
+    domain = _EMAIL_DOMAIN.match(text, start, start + 255)
+    if domain is None:
         return
     local = _EMAIL_LOCAL.search(text, max(0, start - 64), start)
     if local is not None:
-        yield local.start(), end
+        yield local.start(), domain.end()
 
 
 def _ipv4_spans(text: str, start: int, end: int) -> Iterator[Span]:
@@ -406,9 +408,16 @@ def _ipv4_spans(text: str, start: int, end: int) -> Iterator[Span]:
         yield start, end
 
 
+_HEX_GROUP_AT_END = re.compile(r"[0-9A-Fa-f]{1,4}\Z")
+
+
 def _ipv6_spans(text: str, start: int, end: int) -> Iterator[Span]:
-    """The longest valid address from the region's start. One without a digit (`abc::def`,
-    `std::`) is code, not an address."""
+    """The longest valid address from the region's start (or from the group before it, for a
+    region that begins at a colon). One without a digit (`abc::def`, `std::`) is code, not an
+    address."""
+    if text[start] == ":":
+        group = _HEX_GROUP_AT_END.search(text, max(0, start - 4), start)
+        start = group.start() if group else start
     for cut in range(end, start, -1):
         if cut < end and text[cut] != ":" and text[cut - 1] != ":":
             continue
@@ -555,7 +564,7 @@ BUILTIN: dict[str, Detector] = {
         ),
         Detector(
             "email",
-            (r"@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b",),
+            (r"@[A-Za-z0-9-]+\.[A-Za-z]",),  # where the domain begins; see _email_spans
             _email_spans,
             tail_run("A-Za-z0-9._%+@-", "A-Za-z0-9._%+-", 320),
             str.lower,
@@ -564,7 +573,7 @@ BUILTIN: dict[str, Detector] = {
             "ip_address",
             (
                 r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b",
-                r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b",
+                r":[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6}",  # from its first colon (cheaper)
                 r"(?:\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}\b",
                 r"\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}::(?:[^0-9A-Fa-f:]|$)",
             ),
