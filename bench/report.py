@@ -1,8 +1,10 @@
 """Turning interleaved runs into the figures, and the figures into a verdict on the targets.
 
-Each repetition runs every path once, back to back (direct, bare proxy, gateway), and a proxied
-path's figure is the median over the repetitions of its difference (or ratio) to the direct run
-of the same repetition; the spread over the repetitions shows the run's own noise.
+Each repetition runs every path once, back to back (direct, bare proxy, gateway, and the gateway
+with masking on where the case has it), and a proxied path's figure is the median over the
+repetitions of its difference (or ratio) to the direct run of the same repetition; the spread
+over the repetitions shows the run's own noise. Masking's own cost is the masked run's
+difference to the unmasked gateway run of the same repetition.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ ADDED_P50_TARGET_MS = 0.5
 """Added p50 at concurrency 1, with authentication and policy on."""
 THROUGHPUT_TARGET = 0.5
 """Gateway requests/s over direct requests/s at concurrency 32."""
+MASKING_TTFB_TARGET_MS = 1.0
+"""Time to the first byte of a stream that masking adds (masked gateway vs unmasked), p50."""
 OUTSIDE_LOAD_WARNING = 0.05
 """CPUs' worth of work by processes the bench did not start, above which figures are suspect."""
 
 PATHS = ("direct", "proxy", "gateway")
 """The upstream called directly, through the bare pass-through proxy, through GeoGate."""
+MASKED = "masked"
+"""GeoGate again, on a connection whose policy masks request and response."""
 ROLES = ("client", "upstream", "proxy", "gateway")
 
 Run = dict[str, Any]
@@ -52,9 +58,21 @@ class Case:
     name: str
     concurrency: int
     streaming: bool
-    runs: dict[str, list[Run]] = field(default_factory=lambda: {path: [] for path in PATHS})
-    gateway_view: dict[str, float] = field(default_factory=dict)
-    """The gateway's own `geogate_added_latency_seconds` over this case's gateway runs."""
+    paths: tuple[str, ...] = PATHS
+    paced: bool = False
+    """The upstream paces its events: the time to the last byte is mostly its own pauses, so
+    only the time to the first byte is compared."""
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    gateway_view: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per gateway path, its own `geogate_added_latency_seconds` over this case's runs."""
+
+    def __post_init__(self) -> None:
+        for path in self.paths:
+            self.runs.setdefault(path, [])
+
+    @property
+    def masked(self) -> bool:
+        return MASKED in self.paths
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -66,17 +84,17 @@ class Case:
     def cpu_us(self, path: str, role: str) -> float:
         return statistics.median(float(run["cpu_us"][role]) for run in self.runs[path])
 
-    def _paired(self, path: str, combine: Callable[[Run, Run], float]) -> Spread:
-        pairs = zip(self.runs["direct"], self.runs[path], strict=True)
-        return Spread.of([combine(direct, other) for direct, other in pairs])
+    def _paired(self, path: str, base: str, combine: Callable[[Run, Run], float]) -> Spread:
+        pairs = zip(self.runs[base], self.runs[path], strict=True)
+        return Spread.of([combine(below, other) for below, other in pairs])
 
-    def added(self, path: str, key: str) -> Spread:
-        """Milliseconds `path` adds to the direct call's `key` latency."""
-        return self._paired(path, lambda direct, other: other[key] - direct[key])
+    def added(self, path: str, key: str, base: str = "direct") -> Spread:
+        """Milliseconds `path` adds to `base`'s `key` latency (the direct call's by default)."""
+        return self._paired(path, base, lambda below, other: other[key] - below[key])
 
-    def ratio(self, path: str) -> Spread:
-        """`path`'s requests/s over the direct call's."""
-        return self._paired(path, lambda direct, other: other["rps"] / direct["rps"])
+    def ratio(self, path: str, base: str = "direct") -> Spread:
+        """`path`'s requests/s over `base`'s."""
+        return self._paired(path, base, lambda below, other: other["rps"] / below["rps"])
 
     def outside_cpus(self) -> float:
         return max(float(run["outside_cpus"]) for runs in self.runs.values() for run in runs)
@@ -84,7 +102,10 @@ class Case:
     def verdicts(self) -> dict[str, bool]:
         """The issue's targets, on the load shapes they are stated for."""
         if self.streaming:
-            return {}
+            if not self.masked:
+                return {}
+            added = self.added(MASKED, "ttfb_p50", base="gateway").median
+            return {"masking_ttfb": added <= MASKING_TTFB_TARGET_MS}
         if self.concurrency == 1:
             return {"added_p50": self.added("gateway", "p50").median <= ADDED_P50_TARGET_MS}
         return {"throughput": self.ratio("gateway").median >= THROUGHPUT_TARGET}
@@ -93,11 +114,18 @@ class Case:
         summary: dict[str, Any] = {
             path: {key: self.median(path, key) for key in (*self.keys, "rps")}
             | {"cpu_us_per_request": {role: self.cpu_us(path, role) for role in ROLES}}
-            for path in PATHS
+            for path in self.paths
         }
-        for path in PATHS[1:]:
+        for path in self.paths[1:]:
             summary[path]["added_ms"] = {key: self.added(path, key).as_dict() for key in self.keys}
             summary[path]["throughput_ratio"] = self.ratio(path).as_dict()
+        if self.masked:
+            summary[MASKED]["masking_cost"] = {
+                "added_ms": {
+                    key: self.added(MASKED, key, base="gateway").as_dict() for key in self.keys
+                },
+                "throughput_ratio": self.ratio(MASKED, base="gateway").as_dict(),
+            }
         summary["gateway_view"] = self.gateway_view
         summary["outside_cpus_max"] = self.outside_cpus()
         summary["verdicts"] = self.verdicts()
@@ -112,7 +140,7 @@ def table(cases: Sequence[Case]) -> str:
     )
     lines = ["Medians over the repetitions.", "", header]
     for case in cases:
-        for path in PATHS:
+        for path in case.paths:
             ttfb = f"{case.median(path, 'ttfb_p50'):7.3f}" if case.streaming else " " * 7
             cpu = " ".join(f"{case.cpu_us(path, role):6.0f}" for role in ROLES)
             lines.append(
@@ -125,40 +153,46 @@ def table(cases: Sequence[Case]) -> str:
         "Added to the direct call (median [min..max] over the repetitions):",
     ]
     for case in cases:
-        for path in PATHS[1:]:
-            parts = [f"p50 +{case.added(path, 'p50').text(3)} ms"]
-            if case.streaming:
-                parts.append(f"ttfb p50 +{case.added(path, 'ttfb_p50').text(3)} ms")
-            parts += [
-                f"p99 +{case.added(path, 'p99').text(2)} ms",
-                f"req/s x{case.ratio(path).text(2)}",
-            ]
-            lines.append(f"{case.upstream:<8} {case.name:<10} {path:<8} " + ", ".join(parts))
+        for path in case.paths[1:]:
+            lines.append(f"{case.upstream:<8} {case.name:<10} {path:<8} " + _added(case, path))
         if case.outside_cpus() > OUTSIDE_LOAD_WARNING:
             lines.append(
                 f"{'':<28}(other processes used up to {case.outside_cpus():.2f} CPUs "
                 "during this case)"
             )
-        view = case.gateway_view
-        if view.get("count"):
-            lines.append(
-                f"{'':<28}gateway's own view (geogate_added_latency_seconds): mean "
-                f"{view['mean_ms']:.3f} ms, p50 ~{view['p50_ms']:.3f} ms over "
-                f"{view['count']:.0f} calls"
-            )
-    if not any(case.gateway_view.get("count") for case in cases):
+        for path, view in case.gateway_view.items():
+            if view.get("count"):
+                lines.append(
+                    f"{'':<28}{path}'s own view (geogate_added_latency_seconds): mean "
+                    f"{view['mean_ms']:.3f} ms, p50 ~{view['p50_ms']:.3f} ms over "
+                    f"{view['count']:.0f} calls"
+                )
+    if not any(view.get("count") for case in cases for view in case.gateway_view.values()):
         lines.append(
             "(the gateway's /metrics had no geogate_added_latency_seconds samples to compare)"
         )
-    lines += ["", "Targets (gateway vs direct):"]
+    masked = [case for case in cases if case.masked]
+    if masked:
+        lines += ["", "What masking adds (masked vs unmasked gateway, same repetition):"]
+        for case in masked:
+            lines.append(
+                f"{case.upstream:<8} {case.name:<10} {MASKED:<8} "
+                + _added(case, MASKED, base="gateway")
+            )
+    lines += ["", "Targets:"]
     for case in cases:
         for target, ok in case.verdicts().items():
             if target == "added_p50":
                 added = case.added("gateway", "p50").median
-                figure = f"added p50 {added:.3f} ms, target <= {ADDED_P50_TARGET_MS} ms"
+                figure = f"gateway added p50 {added:.3f} ms, target <= {ADDED_P50_TARGET_MS} ms"
+            elif target == "masking_ttfb":
+                added = case.added(MASKED, "ttfb_p50", base="gateway").median
+                figure = (
+                    f"masking added ttfb p50 {added:.3f} ms, target <= {MASKING_TTFB_TARGET_MS} ms"
+                )
             else:
                 ratio = case.ratio("gateway").median
-                figure = f"throughput ratio {ratio:.2f}, target >= {THROUGHPUT_TARGET}"
+                figure = f"gateway throughput ratio {ratio:.2f}, target >= {THROUGHPUT_TARGET}"
             verdict = "PASS" if ok else "MISS"
             lines.append(f"  {verdict}  {case.upstream:<8} {case.name:<10} {figure}")
     busy = max(case.outside_cpus() for case in cases)
@@ -169,3 +203,20 @@ def table(cases: Sequence[Case]) -> str:
             "the figures are noisier than they should be. Rerun on a quiet machine.",
         ]
     return "\n".join(lines)
+
+
+def _added(case: Case, path: str, base: str = "direct") -> str:
+    """What `path` adds to `base`: p50, ttfb (streams), p99 and the req/s ratio; only the ttfb
+    figures for a paced upstream."""
+    parts = [] if case.paced else [f"p50 +{case.added(path, 'p50', base).text(3)} ms"]
+    if case.streaming:
+        parts += [
+            f"ttfb p50 +{case.added(path, 'ttfb_p50', base).text(3)} ms",
+            f"ttfb p99 +{case.added(path, 'ttfb_p99', base).text(2)} ms",
+        ]
+    if not case.paced:
+        parts += [
+            f"p99 +{case.added(path, 'p99', base).text(2)} ms",
+            f"req/s x{case.ratio(path, base).text(2)}",
+        ]
+    return ", ".join(parts)

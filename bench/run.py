@@ -1,16 +1,20 @@
 """`make bench`: the data path's cost, as ratios against direct calls in the same run.
 
-Starts, all on 127.0.0.1: two upstreams (the demo LLM, and `bench.upstream`, a minimal one),
-the gateway (`geogate up`, API-key authentication and a residency policy on), a bare proxy on
-the same server stack (`bench.passthrough`, the floor), and a load generator (`bench.load`).
-It then calls each upstream directly, through the bare proxy and through the gateway, one after
-the other in every repetition, at concurrency 1 (plain and streaming) and 32, prints the
-figures and writes bench/results/latest.json. docs/benchmarks.md explains how to read them.
+Starts, all on 127.0.0.1: three upstreams (`bench.upstream`, a minimal one; the demo LLM; and
+the demo LLM again with 1 ms between streamed events, `paced`), the gateway (`geogate up`,
+API-key authentication and a residency policy on), a bare proxy on the same server stack
+(`bench.passthrough`, the floor), and a load generator (`bench.load`). It then calls each
+upstream directly, through the bare proxy and through the gateway, and the demo upstreams also
+through the gateway on a connection whose policy masks request and response (`masked`), one
+after the other in every repetition: minimal and demo at concurrency 1 (plain and streaming)
+and 32, paced streaming at concurrency 1. It prints the figures and writes
+bench/results/latest.json. docs/benchmarks.md explains how to read them.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -39,12 +43,19 @@ from bench.procs import (
     read_line,
     wait_ready,
 )
-from bench.report import PATHS, Case, Run, table
+from bench.report import MASKED, PATHS, Case, Run, table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 UPSTREAM_KEY = "bench-upstream-key"
-PROMPT = "Summarise the ticket in one line."
-CONNECTIONS = {"minimal": "bench-minimal", "demo": "bench-demo"}
+CARD = "4990 6958 4830 4011"
+PROMPT = f"Summarise in one line: card {CARD} was charged twice; reply to jane.doe@example.com."
+"""A card number and an email, so that the masked path has something to mask."""
+CONNECTIONS = {"minimal": "bench-minimal", "demo": "bench-demo", "paced": "bench-paced"}
+MASKED_UPSTREAMS = ("demo", "paced")
+PACED_DELAY = "0.001"
+"""Seconds between the paced upstream's events: each reaches the gateway on its own."""
+"""Upstreams also called through a connection with masking on (`CONNECTIONS[...]-masked`)."""
+MASK = "[us_ssn, credit_card, iban, email, phone, secret]"
 
 POLICY = """\
 version: 1
@@ -57,21 +68,24 @@ regions:
     jurisdiction: eu
     cidrs: [127.0.0.0/8]
 connections:
-  bench-minimal:
-    type: openai
-    url: http://127.0.0.1:{minimal}
-    region: onprem:bench-eu
-    credentials: {{bearer: {key}}}
-  bench-demo:
-    type: openai
-    url: http://127.0.0.1:{demo}
-    region: onprem:bench-eu
-    credentials: {{bearer: {key}}}
+  bench-minimal: {{type: openai, url: "http://127.0.0.1:{minimal}", {target}}}
+  bench-demo: {{type: openai, url: "http://127.0.0.1:{demo}", {target}}}
+  bench-demo-masked: {{type: openai, url: "http://127.0.0.1:{demo}", {target}}}
+  bench-paced: {{type: openai, url: "http://127.0.0.1:{paced}", {target}}}
+  bench-paced-masked: {{type: openai, url: "http://127.0.0.1:{paced}", {target}}}
 policies:
   - name: bench
     subjects: {{groups: [bench]}}
-    connections: [bench-minimal, bench-demo]
+    connections: [bench-minimal, bench-demo, bench-paced]
     regions: [eu]
+  - name: bench-masked
+    subjects: {{groups: [bench]}}
+    connections: [bench-demo-masked, bench-paced-masked]
+    regions: [eu]
+    mask:
+      request: {mask}
+      response: {mask}
+      style: redact
 """
 
 # What the official openai Python SDK sends, so header handling costs what it costs in use.
@@ -99,6 +113,7 @@ class Settings:
     duration: float
     warmup_seconds: float
     stream_requests: int
+    paced_requests: int
     concurrency: int
 
 
@@ -163,15 +178,19 @@ class Stack:
         }
 
 
-def request_text(port: int, path: str, token: str, stream: bool) -> str:
-    """The exact bytes of one chat completion call (built once per run, sent as is)."""
+def request_body(stream: bool) -> str:
     document: dict[str, Any] = {
         "model": "demo-echo",
         "messages": [{"role": "user", "content": PROMPT}],
     }
     if stream:
         document["stream"] = True
-    body = json.dumps(document, separators=(",", ":"))
+    return json.dumps(document, separators=(",", ":"))
+
+
+def request_text(port: int, path: str, token: str, stream: bool) -> str:
+    """The exact bytes of one chat completion call (built once per run, sent as is)."""
+    body = request_body(stream)
     return (
         f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\n{SDK_HEADERS}"
         f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n{body}"
@@ -201,9 +220,8 @@ def added_latency_histogram(port: int) -> dict[str, float]:
     return histogram
 
 
-def gateway_view(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Mean and bucket-interpolated p50 of the calls between two /metrics readings."""
-    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+def gateway_view(delta: dict[str, float]) -> dict[str, float]:
+    """Mean and bucket-interpolated p50 of the calls counted in a /metrics difference."""
     count = delta.get("count", 0.0)
     if not count:
         return {"count": 0.0}
@@ -233,10 +251,12 @@ def measure(stack: Stack, upstream: str, path: str, job: dict[str, Any]) -> Run:
     upstream_port = stack.upstreams[upstream][1]
     if path == "direct":
         port, target, token = upstream_port, "/v1/chat/completions", UPSTREAM_KEY
-    else:
-        port = stack.gateway[1] if path == "gateway" else stack.proxy[1]
+    elif path == "proxy":
+        port, token = stack.proxy[1], "bench-caller-key"
         target = f"/c/{CONNECTIONS[upstream]}/v1/chat/completions"
-        token = stack.api_key if path == "gateway" else "bench-caller-key"
+    else:
+        port, token = stack.gateway[1], stack.api_key
+        target = f"/c/{connection(upstream, path)}/v1/chat/completions"
     job = dict(job)
     request = request_text(port, target, token, stream=job.pop("stream"))
     roles = stack.roles(upstream)
@@ -264,6 +284,12 @@ def measure(stack: Stack, upstream: str, path: str, job: dict[str, Any]) -> Run:
     return run
 
 
+def connection(upstream: str, path: str) -> str:
+    """The gateway connection a path calls: the masked one for the `masked` path."""
+    name = CONNECTIONS[upstream]
+    return f"{name}-masked" if path == MASKED else name
+
+
 def _own_cpu() -> float:
     times = os.times()
     return times.user + times.system
@@ -271,17 +297,26 @@ def _own_cpu() -> float:
 
 def run_case(stack: Stack, case: Case, job: dict[str, Any], reps: int) -> None:
     """Every path once per repetition, back to back, so slow drifts hit all paths alike."""
-    before = added_latency_histogram(stack.gateway[1])
+    views: dict[str, dict[str, float]] = {}
     for rep in range(reps):
-        for path in PATHS:
+        for path in case.paths:
+            through_gateway = path in ("gateway", MASKED)
+            before = added_latency_histogram(stack.gateway[1]) if through_gateway else {}
             run = measure(stack, case.upstream, path, job)
+            if through_gateway:
+                after = added_latency_histogram(stack.gateway[1])
+                view = views.setdefault(path, {})
+                for key, value in after.items():
+                    view[key] = view.get(key, 0.0) + value - before.get(key, 0.0)
             case.runs[path].append(run)
+            ttfb = f"  ttfb p50 {run['ttfb_p50']:7.3f} ms" if case.streaming else ""
             print(
                 f"  {case.upstream:<8} {case.name:<10} {rep + 1}/{reps} {path:<8}"
-                f" p50 {run['p50']:7.3f} ms  p99 {run['p99']:7.3f} ms  {run['rps']:7.0f} req/s",
+                f" p50 {run['p50']:7.3f} ms  p99 {run['p99']:7.3f} ms  {run['rps']:7.0f} req/s"
+                f"{ttfb}",
                 flush=True,
             )
-    case.gateway_view = gateway_view(before, added_latency_histogram(stack.gateway[1]))
+    case.gateway_view = {path: gateway_view(delta) for path, delta in views.items()}
 
 
 def run_all(stack: Stack, settings: Settings, latency: Layout, throughput: Layout) -> list[Case]:
@@ -298,12 +333,15 @@ def run_all(stack: Stack, settings: Settings, latency: Layout, throughput: Layou
         (f"c={settings.concurrency}", settings.concurrency, False, many, throughput),
     )
     cases: list[Case] = []
-    for upstream in ("minimal", "demo"):
-        for name, concurrency, streaming, job, layout in shapes:
-            stack.place(layout)
-            case = Case(upstream, name, concurrency, streaming)
-            run_case(stack, case, {**job, "stream": streaming}, settings.reps)
-            cases.append(case)
+    paced = {"concurrency": 1, "warmup": 20, "requests": settings.paced_requests}
+    runs = [("minimal", shape) for shape in shapes] + [("demo", shape) for shape in shapes]
+    runs.append(("paced", ("stream c=1", 1, True, paced, latency)))
+    for upstream, (name, concurrency, streaming, job, layout) in runs:
+        stack.place(layout)
+        paths = (*PATHS, MASKED) if upstream in MASKED_UPSTREAMS else PATHS
+        case = Case(upstream, name, concurrency, streaming, paths, paced=upstream == "paced")
+        run_case(stack, case, {**job, "stream": streaming}, settings.reps)
+        cases.append(case)
     return cases
 
 
@@ -346,15 +384,15 @@ def create_key(policy: Path) -> str:
 @contextmanager
 def started_stack(folder: Path) -> Iterator[Stack]:
     """Everything the bench runs, stopped again however the block is left."""
-    ports = {name: free_port() for name in ("minimal", "demo", "proxy", "gateway")}
+    ports = {name: free_port() for name in (*CONNECTIONS, "proxy", "gateway")}
     policy = folder / "geogate.yaml"
-    policy.write_text(POLICY.format(key=UPSTREAM_KEY, **ports))
+    target = f"region: onprem:bench-eu, credentials: {{bearer: {UPSTREAM_KEY}}}"
+    policy.write_text(POLICY.format(target=target, mask=MASK, **ports))
     api_key = create_key(policy)
     listen = {name: f"--listen={LOOPBACK}:{port}" for name, port in ports.items()}
     key = f"--api-key={UPSTREAM_KEY}"
     routes = [
-        f"--route={CONNECTIONS[name]}=http://{LOOPBACK}:{ports[name]}"
-        for name in ("minimal", "demo")
+        f"--route={CONNECTIONS[name]}=http://{LOOPBACK}:{ports[name]}" for name in CONNECTIONS
     ]
     children = Children(folder)
     try:
@@ -364,6 +402,10 @@ def started_stack(folder: Path) -> Iterator[Stack]:
         demo = children.start(
             "upstream-demo",
             command("geogate", "demo-llm", listen["demo"], "--chunk-delay=0", key),
+        )
+        paced = children.start(
+            "upstream-paced",
+            command("geogate", "demo-llm", listen["paced"], f"--chunk-delay={PACED_DELAY}", key),
         )
         count = f"--workers={workers()}"
         proxy = children.start(
@@ -380,17 +422,51 @@ def started_stack(folder: Path) -> Iterator[Stack]:
         )
         wait_ready(minimal, ports["minimal"], "/", ready=None)
         wait_ready(demo, ports["demo"], "/v1/models", ready=None)
+        wait_ready(paced, ports["paced"], "/v1/models", ready=None)
         wait_ready(proxy, ports["proxy"], "/", ready=None)
         wait_ready(gateway, ports["gateway"], "/readyz", ready=200)
-        yield Stack(
+        stack = Stack(
             client=client,
-            upstreams={"minimal": (minimal, ports["minimal"]), "demo": (demo, ports["demo"])},
+            upstreams={
+                "minimal": (minimal, ports["minimal"]),
+                "demo": (demo, ports["demo"]),
+                "paced": (paced, ports["paced"]),
+            },
             proxy=(proxy, ports["proxy"]),
             gateway=(gateway, ports["gateway"]),
             api_key=api_key,
         )
+        for upstream in MASKED_UPSTREAMS:
+            check_masking(stack, upstream)
+        yield stack
     finally:
         children.stop_all()
+
+
+def check_masking(stack: Stack, upstream: str) -> None:
+    """The masked path masks (and the plain gateway does not), or its figures mean nothing."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {stack.api_key}"}
+    echoed = f'"{CARD.split()[-1]} '  # the demo streams the echo word by word: `"4011 "`
+    for path, masked in (("gateway", False), (MASKED, True)):
+        call = http.client.HTTPConnection(LOOPBACK, stack.gateway[1], timeout=10)
+        try:
+            call.request(
+                "POST",
+                f"/c/{connection(upstream, path)}/v1/chat/completions",
+                body=request_body(stream=True).encode(),
+                headers=headers,
+            )
+            response = call.getresponse()
+            answer = response.read().decode()
+        finally:
+            call.close()
+        header = response.getheader("x-geogate-masked")
+        if response.status != 200 or masked != (header is not None) or masked == (echoed in answer):
+            raise BenchError(
+                f"{upstream}/{path}: expected the card to be "
+                f"{'masked' if masked else 'echoed'}, got HTTP {response.status}, "
+                f"x-geogate-masked {header!r}: {answer[:300]}"
+            )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -404,12 +480,16 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, bool]:
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured calls first, c=1")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per c=32 run")
     parser.add_argument("--stream-requests", type=int, default=500, help="streamed calls, c=1")
+    parser.add_argument(
+        "--paced-requests", type=int, default=200, help="streamed calls to the paced upstream"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="connections, throughput")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (about 20 s)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.requests, args.duration, args.stream_requests = 1, 300, 1.0, 100
+        args.paced_requests = 50
     settings = Settings(
         reps=args.reps,
         requests=args.requests,
@@ -417,6 +497,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, bool]:
         duration=args.duration,
         warmup_seconds=1.0 if args.duration >= 2 else 0.3,
         stream_requests=args.stream_requests,
+        paced_requests=args.paced_requests,
         concurrency=args.concurrency,
     )
     return settings, args.keep
