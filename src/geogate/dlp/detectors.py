@@ -42,6 +42,9 @@ class Detector:
     tail: TailFinder
     canonical: Callable[[str], str] = str
     """The value as compared and hashed: `123 45 6789` and `123-45-6789` are one SSN."""
+    merge: bool = False
+    """`spans` looks for spans anywhere inside a region, so overlapping regions can be read as
+    one (and each span validated once)."""
 
 
 def tail_pattern(pattern: str, longest: int) -> TailFinder:
@@ -136,22 +139,32 @@ def _issued_card(number: str) -> bool:
 
 
 def _card_spans(text: str, start: int, end: int) -> Iterator[Span]:
+    """Every run of groups inside the region that is an issued card number, joined by nothing
+    or by one and the same separator."""
     groups = _groups(text, start, end)
-    for first in range(len(groups)):
-        count = 0
-        for last in range(first, len(groups)):
-            count += groups[last][1] - groups[last][0]
-            if count > 19:
+    for first, (first_start, first_end) in enumerate(groups):
+        if text[first_start] not in "23456":  # no issuer's range begins with 0, 1, 7, 8 or 9
+            continue
+        digits = text[first_start:first_end]
+        separator: str | None = None
+        for last in range(first + 1, len(groups) + 1):
+            if len(digits) > 19:
                 break
-            if count < 13 or not _one_separator(text, groups[first : last + 1]):
-                continue
-            span = (groups[first][0], groups[last][1])
-            if (
-                _issued_card(_digits(text[span[0] : span[1]]))
-                and _detached(text, *span)
-                and not _continues(text, groups, first, last)
-            ):
-                yield span
+            if len(digits) >= 13:
+                span = (first_start, groups[last - 1][1])
+                if (
+                    _issued_card(digits)
+                    and _detached(text, *span)
+                    and not _continues(text, groups, first, last - 1)
+                ):
+                    yield span
+            if last == len(groups):
+                break
+            joint = text[groups[last - 1][1] : groups[last][0]]
+            if len(joint) > 1 or (separator is not None and joint != separator):
+                break  # a card's groups share one separator of one character
+            separator = joint
+            digits += text[groups[last][0] : groups[last][1]]
 
 
 def _continues(text: str, groups: list[Span], first: int, last: int) -> bool:
@@ -302,10 +315,8 @@ def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
     National numbers are built directly rather than parsed once per region (parsing is most
     of the cost, and the digits are the same for every region)."""
     if value.startswith("+"):
-        try:
-            return bool(phonenumbers.is_valid_number(phonenumbers.parse(value, None)))
-        except phonenumbers.NumberParseException:
-            return False
+        number = _international(value, digits)
+        return number is not None and bool(phonenumbers.is_valid_number(number))
     if digits.startswith("0"):
         return any(
             len(digits) - (region != "IT") in lengths
@@ -316,6 +327,24 @@ def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
         number = phonenumbers.PhoneNumber(country_code=1, national_number=int(digits[-10:]))
         return bool(phonenumbers.is_valid_number(number))  # any NANP country: US, CA, PR, ...
     return False
+
+
+def _international(value: str, digits: str) -> phonenumbers.PhoneNumber | None:
+    """`+CC national`, split by the country code that begins it (E.164 codes are a prefix
+    code, so at most one of its first three digits' prefixes is one), without parsing. What
+    needs the parser's rules is left to it: a `(0)` trunk written after the code
+    (`+44 (0)20 ...`), or a national part that begins with 0."""
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[size:]
+            if "(0)" in value or national[:1] in ("0", ""):
+                break
+            return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    try:
+        return phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return None
 
 
 def _national(digits: str, region: str, code: int) -> phonenumbers.PhoneNumber:
@@ -530,6 +559,7 @@ BUILTIN: dict[str, Detector] = {
             _card_spans,
             tail_run(r"\d -", r"\d", 40),
             _digits,
+            merge=True,
         ),
         Detector(
             "iban",
@@ -537,6 +567,7 @@ BUILTIN: dict[str, Detector] = {
             _iban_spans,
             tail_pattern(r"\b[A-Z]{1,2}|\b[A-Z]{2}\d{1,2}|\b[A-Z]{2}\d{2}(?: ?[A-Za-z0-9])* ?", 70),
             lambda value: value.replace(" ", "").upper(),
+            merge=True,
         ),
         Detector(
             "us_ssn",
@@ -598,6 +629,7 @@ BUILTIN: dict[str, Detector] = {
             _phone_spans,
             tail_run(r"\d ().+-", r"\d(+", 26),
             _digits,
+            merge=True,
         ),
     )
 }

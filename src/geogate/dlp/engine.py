@@ -90,6 +90,9 @@ class Engine:
             for pattern in detector.patterns:
                 expressions.append(pattern.encode())
                 self._owner.append(index)
+        self._merging = frozenset(
+            index for index, detector in enumerate(self.detectors) if detector.merge
+        )
         self._database: hyperscan.Database | None = None
         self._scratch = threading.local()
         special()  # built now, at start, rather than by the first call with non-ASCII text
@@ -165,13 +168,37 @@ class Engine:
         if scratch is None:  # hyperscan's scratch space serves one scan at a time: one per thread
             scratch = self._scratch.space = hyperscan.Scratch(self._database)
         self._database.scan(data, match_event_handler=on_match, scratch=scratch)
-        return regions
+        return _merged(regions, self._merging) if self._merging else regions
 
     def canonical(self, entity: str, value: str) -> str:
         for detector in self.detectors:
             if detector.entity == entity:
                 return detector.canonical(normalize(value).text)
         return value
+
+
+def _merged(
+    regions: dict[tuple[int, int], int], merging: frozenset[int]
+) -> dict[tuple[int, int], int]:
+    """Overlapping regions of a detector that looks inside its regions, read as one: several of
+    its patterns often find the same number (`+1 415-555-0132` as international and as NANP),
+    which would otherwise be validated once per pattern."""
+    out: dict[tuple[int, int], int] = {}
+    runs: dict[int, tuple[int, int]] = {}
+    for (owner, start), end in sorted(regions.items()):
+        if owner not in merging:
+            out[owner, start] = end
+            continue
+        run = runs.get(owner)
+        if run is not None and start <= run[1]:
+            runs[owner] = (run[0], max(run[1], end))
+            continue
+        if run is not None:
+            out[owner, run[0]] = run[1]
+        runs[owner] = (start, end)
+    for owner, (start, end) in runs.items():
+        out[owner, start] = end
+    return out
 
 
 _CustomKey = tuple[tuple[str, str | None, tuple[str, ...] | None], ...]
