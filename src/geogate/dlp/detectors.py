@@ -16,6 +16,7 @@ import ipaddress
 import itertools
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -233,6 +234,10 @@ _IBAN_FORMATS: dict[str, re.Pattern[str]] = {
     if "bban" in fields
 }
 """Each country's account number format, from python-stdnum's copy of the SWIFT registry."""
+_IBAN_LENGTHS = {
+    country: 4 + sum(int(size) for size in re.findall(r"\{(\d+)\}", bban.pattern))
+    for country, bban in _IBAN_FORMATS.items()
+}
 
 
 def _valid_iban(compact: str) -> bool:
@@ -244,18 +249,26 @@ def _valid_iban(compact: str) -> bool:
 
 
 def _iban_spans(text: str, start: int, end: int) -> Iterator[Span]:
-    """The longest valid IBAN from each country code in the region (the region may begin
-    earlier, at a code-like word: `PO12292410 to AT40 3536 ...`)."""
+    """The IBAN that begins at each country code in the region (the region may begin earlier,
+    at a code-like word: `PO12292410 to AT40 3536 ...`). Its country fixes its length, so the
+    one place it can end is found by counting characters, single spaces between them."""
     for country in _IBAN_START.finditer(text, start, end):
         begin = country.start()
-        for cut in range(end, begin + 14, -1):
-            if cut < end and text[cut].isalnum():
-                continue  # an IBAN ends at a word's end
-            if text[cut - 1] == " ":
-                continue
-            if _valid_iban(text[begin:cut].replace(" ", "").upper()):
-                yield begin, cut
+        length = _IBAN_LENGTHS.get(text[begin : begin + 2])
+        if length is None:
+            continue
+        position, count = begin, 0
+        while count < length and position < end:
+            char = text[position]
+            if char.isalnum():
+                count += 1
+            elif char != " " or text[position - 1] == " ":
                 break
+            position += 1
+        if count < length or text[position : position + 1].isalnum():
+            continue  # too short, or it runs on past the IBAN's length
+        if _valid_iban(text[begin:position].replace(" ", "").upper()):
+            yield begin, position
 
 
 _IBAN_START = re.compile(r"\b[A-Z]{2}[0-9]{2}")
@@ -505,8 +518,7 @@ def _prefix(pattern: str) -> str:
 
 
 def _entropy(value: str) -> float:
-    counts = {char: value.count(char) for char in set(value)}
-    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in Counter(value).values())
 
 
 def _secret_spans(text: str, start: int, end: int) -> Iterator[Span]:
