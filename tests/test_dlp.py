@@ -6,13 +6,14 @@ import dataclasses
 import random
 import threading
 
+import phonenumbers
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geogate.config import BUILTIN_ENTITIES, CustomEntity
 from geogate.dlp import DataBlocked, Engine, MaskingError, PatternError
-from geogate.dlp.detectors import BUILTIN
+from geogate.dlp.detectors import _NATIONAL_REGIONS, BUILTIN, _known, _valid_for
 from geogate.dlp.masker import CEILING, Chain, Masker, Restorer
 from geogate.dlp.vault import Vault, Vaults
 
@@ -359,3 +360,25 @@ def test_one_engine_scans_from_several_threads_at_once() -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_phone_validity_agrees_with_libphonenumber() -> None:
+    """The compiled metadata check answers as `phonenumbers.is_valid_number_for_region`."""
+    rng = random.Random(11)
+    for _ in range(400):
+        national = rng.choice("123456789") + "".join(
+            rng.choices("0123456789", k=rng.randint(5, 11))
+        )
+        for region, code in _NATIONAL_REGIONS:
+            digits = "0" + national if region == "IT" else national
+            number = phonenumbers.PhoneNumber(
+                country_code=code,
+                national_number=int(digits),
+                italian_leading_zero=True if region == "IT" else None,
+            )
+            assert _valid_for(code, region, digits) == phonenumbers.is_valid_number_for_region(
+                number, region
+            ), (region, digits)
+        nanp = rng.choice("23456789") + "".join(rng.choices("0123456789", k=9))
+        expected = phonenumbers.is_valid_number(phonenumbers.PhoneNumber(1, int(nanp)))
+        assert _known(1, nanp) == expected, nanp

@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 
 import phonenumbers
 from stdnum import luhn, numdb
@@ -304,69 +305,97 @@ _NOT_PHONES = re.compile(
 accept as some country's number."""
 
 
-def _national_regions(*regions: str) -> tuple[tuple[str, int, frozenset[int]], ...]:
-    found = []
-    for region in regions:
-        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        assert metadata is not None and metadata.country_code is not None
-        assert metadata.general_desc is not None
-        found.append(
-            (region, metadata.country_code, frozenset(metadata.general_desc.possible_length))
-        )
-    return tuple(found)
-
-
-_NATIONAL_REGIONS = _national_regions("GB", "DE", "FR", "NL", "IT", "IE", "BE", "AT", "CH", "AU")
-"""Regions whose national format (a leading trunk 0) is tried for numbers without a `+`, with
-the lengths their numbers may have (which rules most regions out before libphonenumber runs)."""
+_NATIONAL_REGIONS = tuple(
+    (region, phonenumbers.country_code_for_region(region))
+    for region in ("GB", "DE", "FR", "NL", "IT", "IE", "BE", "AT", "CH", "AU")
+)
+"""Regions whose national format (a leading trunk 0) is tried for numbers without a `+`."""
 
 
 def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
     """Whether libphonenumber knows the number: international (`+`), national after a trunk
-    0 in one of `_NATIONAL_REGIONS`, or North American (NANP) when written grouped or named.
-
-    National numbers are built directly rather than parsed once per region (parsing is most
-    of the cost, and the digits are the same for every region)."""
+    0 in one of `_NATIONAL_REGIONS`, or North American (NANP) when written grouped or named."""
     if value.startswith("+"):
         number = _international(value, digits)
-        return number is not None and bool(phonenumbers.is_valid_number(number))
-    if digits.startswith("0"):
+        return number is not None and _known(*number)
+    if digits.startswith("0"):  # Italy keeps its 0 in the number
         return any(
-            len(digits) - (region != "IT") in lengths
-            and phonenumbers.is_valid_number_for_region(_national(digits, region, code), region)
-            for region, code, lengths in _NATIONAL_REGIONS
+            _valid_for(code, region, digits if region == "IT" else digits[1:])
+            for region, code in _NATIONAL_REGIONS
         )
     if formatted and (len(digits) == 10 or (len(digits) == 11 and digits[0] == "1")):
-        number = phonenumbers.PhoneNumber(country_code=1, national_number=int(digits[-10:]))
-        return bool(phonenumbers.is_valid_number(number))  # any NANP country: US, CA, PR, ...
+        return _known(1, digits[-10:])  # any NANP country: US, CA, PR, ...
     return False
 
 
-def _international(value: str, digits: str) -> phonenumbers.PhoneNumber | None:
-    """`+CC national`, split by the country code that begins it (E.164 codes are a prefix
-    code, so at most one of its first three digits' prefixes is one), without parsing. What
-    needs the parser's rules is left to it: a `(0)` trunk written after the code
-    (`+44 (0)20 ...`), or a national part that begins with 0."""
+def _international(value: str, digits: str) -> tuple[int, str] | None:
+    """(country code, national number) of `+CC national`, split by the code that begins it
+    (E.164 codes are a prefix code, so at most one of its first three digits' prefixes is
+    one), without parsing. What needs the parser's rules is left to it: a `(0)` trunk written
+    after the code (`+44 (0)20 ...`), or a national part that begins with 0."""
     for size in (1, 2, 3):
         code = int(digits[:size])
         if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
             national = digits[size:]
             if "(0)" in value or national[:1] in ("0", ""):
                 break
-            return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+            return code, national
     try:
-        return phonenumbers.parse(value, None)
+        number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
         return None
+    if number.country_code is None:
+        return None
+    return number.country_code, phonenumbers.national_significant_number(number)
 
 
-def _national(digits: str, region: str, code: int) -> phonenumbers.PhoneNumber:
-    """A number dialled nationally with a trunk 0; Italy keeps its 0 in the number."""
-    if region == "IT":
-        return phonenumbers.PhoneNumber(
-            country_code=code, national_number=int(digits), italian_leading_zero=True
-        )
-    return phonenumbers.PhoneNumber(country_code=code, national_number=int(digits[1:]))
+def _known(code: int, national: str) -> bool:
+    """A valid number of one of the countries that share the calling code."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    return any(_valid_for(code, region, national) for region in regions)
+
+
+_Desc = tuple[frozenset[int], re.Pattern[str]]
+_TYPES = (
+    "premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
+    "voicemail", "fixed_line", "mobile",
+)  # fmt: skip
+
+
+def _valid_for(code: int, region: str, national: str) -> bool:
+    """libphonenumber's test for a valid number (`is_valid_number_for_region`: the region's
+    general pattern, then any number type's) on its own metadata, with the patterns compiled
+    once instead of looked up in `re`'s cache for every check."""
+    rules = _rules(code, region)
+    if rules is None:
+        return False
+    general, types = rules
+    return _matches(general, national) and any(_matches(desc, national) for desc in types)
+
+
+def _matches(desc: _Desc, national: str) -> bool:
+    lengths, pattern = desc
+    return (not lengths or len(national) in lengths) and pattern.fullmatch(national) is not None
+
+
+@cache
+def _rules(code: int, region: str) -> tuple[_Desc, tuple[_Desc, ...]] | None:
+    metadata = (
+        phonenumbers.PhoneMetadata.metadata_for_nongeo_region(code)
+        if region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY
+        else phonenumbers.PhoneMetadata.metadata_for_region(region)
+    )
+    if metadata is None or metadata.general_desc is None:
+        return None
+
+    def compiled(desc: phonenumbers.PhoneNumberDesc | None) -> _Desc | None:
+        if desc is None or desc.national_number_pattern is None:
+            return None
+        return frozenset(desc.possible_length or ()), re.compile(desc.national_number_pattern)
+
+    general = compiled(metadata.general_desc)
+    types = tuple(d for d in (compiled(getattr(metadata, name)) for name in _TYPES) if d)
+    return None if general is None else (general, types)
 
 
 _GROUPED_CODE_BEFORE = re.compile(r"\b[A-Z]{2}[0-9]{2}(?: [A-Z0-9]{4})+ \Z")
