@@ -382,3 +382,21 @@ def test_phone_validity_agrees_with_libphonenumber() -> None:
         nanp = rng.choice("23456789") + "".join(rng.choices("0123456789", k=9))
         expected = phonenumbers.is_valid_number(phonenumbers.PhoneNumber(1, int(nanp)))
         assert _known(1, nanp) == expected, nanp
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail j\u0430ne@ex\u0430mple.com", "mail [EMAIL]"),  # Cyrillic a
+        ("id \u0410KIAIOSFODNN7EXAMPLE", "id [SECRET]"),  # Cyrillic A
+        ("id \u0391KIAIOSFODNN7EXAMPLE", "id [SECRET]"),  # Greek Alpha
+        ("IBAN D\u0415\u0038\u0039 3704 0044 0532 0130 00", "IBAN [IBAN]"),  # Cyrillic E
+    ],
+)
+def test_cyrillic_and_greek_look_alikes_are_read_as_latin(text: str, expected: str) -> None:
+    assert Masker(ALL).mask(text) == expected
+
+
+def test_cyrillic_and_greek_prose_is_left_alone() -> None:
+    text = "\u041c\u043e\u0441\u043a\u0432\u0430 \u0438 \u0391\u03b8\u03ae\u03bd\u03b1: \u041e\u041a, 12 \u0440\u0443\u0431."
+    assert Masker(ALL).mask(text) == text

@@ -45,7 +45,18 @@ def _reading(char: str) -> str:
     folded = unicodedata.normalize("NFKC", char)
     if folded.isascii():
         return folded
-    return OTHER
+    return _LOOK_ALIKES.get(folded, OTHER)
+
+
+_LOOK_ALIKES = dict(
+    zip(
+        "АВЕЗІЈКМНОРСТУХаеіјорсухѕԁԛԝΑΒΕΖΗΙΚΜΝΟΡΤΥΧαιοντυχ",
+        "ABE3IJKMHOPCTYXaeijopcyxsdqwABEZHIKMNOPTYXaiovtux",
+        strict=True,
+    )
+)
+"""Cyrillic and Greek letters that look like Latin ones (after Unicode's confusables list),
+so `AKIA...` or `jane@example.com` written with a Cyrillic `a` is still read as it shows."""
 
 
 @dataclass(frozen=True, slots=True)
