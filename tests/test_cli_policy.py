@@ -201,6 +201,20 @@ def test_explain_quickstart_as_in_the_docs(tmp_path: Path, monkeypatch: pytest.M
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("ALLOWED: allowed by policy 'support-eu'")
+    assert "mask: request customer-pii, secret; response -; style redact; on_detect mask" in (
+        result.stdout
+    )
+    as_json = runner.invoke(
+        app,
+        ["explain", "--json", "--user", "alice@example.com", "--groups", "support-eu",
+         "--connection", "demo-openai"],
+    )  # fmt: skip
+    assert json.loads(as_json.stdout)["mask"] == {
+        "request": ["customer-pii", "secret"],
+        "response": [],
+        "style": "redact",
+        "on_detect": "mask",
+    }
 
 
 def test_explain_broken_policy_exits_2(tmp_path: Path) -> None:

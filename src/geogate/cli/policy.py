@@ -119,6 +119,12 @@ def _describe(decision: Decision) -> str:
     verdict = "ALLOWED" if decision.allowed else f"DENIED ({decision.code})"
     lines = [f"{verdict}: {decision.message}", f"policy: {decision.policy_name or '-'}", "why:"]
     lines += [f"  - {reason}" for reason in decision.reasons]
+    rule = decision.policy.mask if decision.allowed and decision.policy else None
+    if rule is not None:
+        lines.append(
+            f"mask: request {', '.join(rule.request) or '-'}; response "
+            f"{', '.join(rule.response) or '-'}; style {rule.style}; on_detect {rule.on_detect}"
+        )
     if decision.hops:
         lines.append("hops:")
         width = max(len(hop.name) for hop in decision.hops)

@@ -90,6 +90,7 @@ class Decision:
             "hops": [{"name": h.name, "region": h.region, "inside": h.inside} for h in self.hops],
             "set_fields": dict(self.set_fields),
             "targets": list(self.targets),
+            "mask": self.policy.mask.model_dump() if self.policy and self.policy.mask else None,
         }
 
 
