@@ -64,6 +64,9 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "geogate_write"
 """Execution option marking a connection whose transactions take the SQLite write lock at BEGIN."""
 _BUSY_TIMEOUT_MS = 5000
+_MIGRATION_BUSY_TIMEOUT_MS = 60_000
+"""Processes starting together migrate one after the other, each holding the write lock while
+alembic runs (a second or more on a loaded machine): the last in line may wait that long."""
 
 
 def new_api_key() -> str:
@@ -657,7 +660,7 @@ def _shown(url: URL) -> str:
 def _migrate(url: URL) -> None:
     """`alembic upgrade head`, holding the write lock so concurrent starts queue up."""
     engine = create_engine(url, poolclass=NullPool, execution_options={_WRITE: True})
-    _share_sqlite(engine)
+    _share_sqlite(engine, busy_timeout_ms=_MIGRATION_BUSY_TIMEOUT_MS)
     config = AlembicConfig()
     config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
     try:
@@ -668,7 +671,7 @@ def _migrate(url: URL) -> None:
         engine.dispose()
 
 
-def _share_sqlite(engine: Engine) -> None:
+def _share_sqlite(engine: Engine, busy_timeout_ms: int = _BUSY_TIMEOUT_MS) -> None:
     """Make a SQLite engine safe to use beside other processes on the same file."""
 
     @event.listens_for(engine, "connect")
@@ -677,7 +680,7 @@ def _share_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         for pragma in (
-            f"busy_timeout = {_BUSY_TIMEOUT_MS}",
+            f"busy_timeout = {busy_timeout_ms}",
             "journal_mode = WAL",
             "synchronous = NORMAL",
             "foreign_keys = ON",
