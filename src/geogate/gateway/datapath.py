@@ -1,10 +1,11 @@
 """The data path, `ANY /c/{connection}/{path}`: one call, in the order DESIGN.md gives.
 
-    authenticate -> resolve connection -> read request -> decide -> forward -> stream back
+    authenticate -> resolve connection -> read request -> decide -> mask request -> forward
+        -> stream back (masking the reply)
 
 Every step either hands the next one what it needs or raises a `Refusal`, which becomes an
 error in the shape the connection's SDK understands. Later steps of the design (review gate,
-write-ahead record, masking) slot in between `decide` and `forward`.
+write-ahead record) slot in between `decide` and `forward`.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class _RequestBody:
     facts: RequestFacts
     streamed: bool
     size: int
-    content_type: str = ""
     """Bytes received so far (all of them once the target has the request)."""
+    content_type: str = ""
     overflowed: bool = False
     complete: bool = True
     """Whether the caller's body is all read, after which `receive` only reports a disconnect."""
