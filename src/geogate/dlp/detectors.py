@@ -134,10 +134,24 @@ _CARD_RANGES: tuple[tuple[str, str, tuple[int, ...]], ...] = (
 
 
 def _issued_card(number: str) -> bool:
-    for low, high, lengths in _CARD_RANGES:
-        if len(number) in lengths and low <= number[: len(low)] <= high:
-            return luhn.is_valid(number)
+    for size in (4, 3, 2, 1):
+        lengths = _CARD_PREFIXES.get(number[:size])
+        if lengths is not None and len(number) in lengths:
+            return bool(luhn.is_valid(number))
     return False
+
+
+def _card_prefixes() -> dict[str, frozenset[int]]:
+    """Every issuer prefix of `_CARD_RANGES` spelled out, for one lookup per prefix length."""
+    prefixes: dict[str, frozenset[int]] = {}
+    for low, high, lengths in _CARD_RANGES:
+        for prefix in range(int(low), int(high) + 1):
+            key = str(prefix)
+            prefixes[key] = prefixes.get(key, frozenset()) | frozenset(lengths)
+    return prefixes
+
+
+_CARD_PREFIXES = _card_prefixes()
 
 
 def _card_spans(text: str, start: int, end: int) -> Iterator[Span]:
@@ -441,14 +455,21 @@ def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
                 ends.append(group_end)
         if not ends:
             continue
-        keyword = bool(_PHONE_KEYWORD.search(text, max(0, first - 24), first))
+        keyword: bool | None = None  # looked for only when a value is bare digits
         for last in reversed(ends):
             value = text[first:last]
             digits = _digits(value)
-            formatted = keyword or len(digits) != len(value)
-            if _NOT_PHONES.fullmatch(value) or _inside_longer_code(text, first, last):
-                continue
-            if _valid_phone(value, digits, formatted) and _detached(text, first, last):
+            formatted = len(digits) != len(value)
+            if not formatted:
+                if keyword is None:
+                    keyword = bool(_PHONE_KEYWORD.search(text, max(0, first - 24), first))
+                formatted = keyword
+            if (
+                _valid_phone(value, digits, formatted)
+                and not _NOT_PHONES.fullmatch(value)
+                and not _inside_longer_code(text, first, last)
+                and _detached(text, first, last)
+            ):
                 yield first, last
                 break
 
