@@ -62,13 +62,7 @@ class Masker:
         findings = [(f.start, f.end, f.entity) for f in self.engine.find(whole)] if whole else []
         if not findings:
             return list(texts)
-        replacements = self._replacements(whole, findings)
-        masked: list[str] = []
-        begin = 0
-        for text in texts:
-            masked.append(_render(whole, findings, replacements, begin, begin + len(text)))
-            begin += len(text)
-        return masked
+        return _split(whole, findings, self._replacements(whole, findings), texts)
 
     def stream(self) -> StreamMasker:
         return StreamMasker(self)
@@ -115,6 +109,18 @@ def _render(
         position = min(stop, end)
     pieces.append(text[position:end])
     return "".join(pieces)
+
+
+def _split(
+    whole: str, marks: Sequence[_Mark], replacements: Sequence[str], texts: Sequence[str]
+) -> list[str]:
+    """Each field of a group its part of the group's text, with the replacements in it."""
+    out: list[str] = []
+    begin = 0
+    for text in texts:
+        out.append(_render(whole, marks, replacements, begin, begin + len(text)))
+        begin += len(text)
+    return out
 
 
 def _partial(entity: str, value: str, label: str) -> str:
@@ -210,12 +216,7 @@ class Restorer:
         marks, originals = self._marks(whole, 0, len(whole))
         if not marks:
             return list(texts)
-        restored: list[str] = []
-        begin = 0
-        for text in texts:
-            restored.append(_render(whole, marks, originals, begin, begin + len(text)))
-            begin += len(text)
-        return restored
+        return _split(whole, marks, originals, texts)
 
     def stream(self) -> RestoringStream:
         return RestoringStream(self)
