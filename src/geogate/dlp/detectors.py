@@ -371,9 +371,10 @@ def _known(code: int, national: str) -> bool:
 
 _Desc = tuple[frozenset[int], re.Pattern[str]]
 _TYPES = (
-    "premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
-    "voicemail", "fixed_line", "mobile",
+    "fixed_line", "mobile", "toll_free", "voip", "premium_rate", "shared_cost",
+    "personal_number", "pager", "uan", "voicemail",
 )  # fmt: skip
+"""Any type makes a number valid, so the common ones are tried first."""
 
 
 def _valid_for(code: int, region: str, national: str) -> bool:
