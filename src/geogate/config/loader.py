@@ -24,7 +24,6 @@ SUPPORTED_TYPES = frozenset(
 )
 """Connection types this version can forward; the others load but their calls are refused."""
 
-RECORDING_NOTE = "recordings are not written yet; these settings are checked and stored only"
 
 StrPath = str | os.PathLike[str]
 
@@ -110,8 +109,12 @@ def _build(
 def _resolve_paths(config: Config, base: Path) -> Config:
     """Relative paths in the file mean "next to the policy file", wherever the gateway starts."""
     gateway = config.gateway
+    witness = gateway.recordings.witness
     recordings = gateway.recordings.model_copy(
-        update={"store": _store_url(gateway.recordings.store, base)}
+        update={
+            "store": _store_url(gateway.recordings.store, base),
+            "witness": None if witness is None else _store_url(witness, base),
+        }
     )
     gateway = gateway.model_copy(
         update={
@@ -214,11 +217,6 @@ def _store_url(url: str, base: Path) -> str:
 
 def _add_notes(document: Document, config: Config) -> None:
     """Point at every setting that is accepted but not acted on yet, and what happens instead."""
-    if ("gateway", "recordings") in document.lines:
-        document.note(
-            ("gateway", "recordings"),
-            RECORDING_NOTE,
-        )
     for name, connection in config.connections.items():
         loc: Loc = ("connections", name)
         if connection.type not in SUPPORTED_TYPES:
@@ -247,5 +245,3 @@ def _add_notes(document: Document, config: Config) -> None:
                 f"approvals are not available yet: calls matching policy {policy.name!r} are "
                 "refused with approval_required",
             )
-        if policy.record is not None:
-            document.note((*loc, "record"), RECORDING_NOTE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -91,13 +91,27 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Checkpoints(Model):
+    records: int = Field(1000, ge=1)
+    """Sign a checkpoint at least every this many records..."""
+    interval: Duration = 10.0
+    """...and every this long while records come in."""
+
+
 class Recordings(Model):
     store: str = "file://.geogate/recordings"
+    options: dict[str, Any] = {}
+    """fsspec storage options of the store (an S3 `endpoint_url`, credentials via ${ENV})."""
     region: str | None = None
     """Where the store is; a `file://` store defaults to `gateway.region`."""
     content: RecordContent = "masked"
     retention: Duration | None = None
     witness: str | None = None
+    """A second store (any fsspec URL) that gets a copy of every signed checkpoint."""
+    witness_options: dict[str, Any] = {}
+    sync: Duration = 0.01
+    """How often records are flushed to disk; `0s` flushes before each call is forwarded."""
+    checkpoints: Checkpoints = Checkpoints()
 
 
 class Gateway(Model):

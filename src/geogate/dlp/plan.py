@@ -47,13 +47,16 @@ class MaskPlan:
         if self.response is not None:
             style: Style = "redact" if self.style == "tokenize" else self.style
             response_masker = Masker(self.response, style, key=self.key, block=self.block)
+        recorded: TextTransform | None = response_masker
         if self.tokenizes:
             assert vault is not None
             restorer = Restorer(vault)
             response = restorer if response_masker is None else Chain(response_masker, restorer)
+            if self.response is not None:  # its own counts: the caller's reply counts once
+                recorded = Masker(self.response, "redact", key=self.key, block=self.block)
         else:
             response = response_masker
-        return CallMasking(request, response, response_masker)
+        return CallMasking(request, response, response_masker, self.tokenizes, recorded)
 
 
 @dataclass(slots=True)
@@ -61,6 +64,10 @@ class CallMasking:
     request: Masker | None
     response: TextTransform | None
     response_masker: Masker | None
+    restores: bool = False
+    """`response` gives the caller back their originals, which the record must not hold:
+    the record then keeps the reply as masked (`recorded`), before restoring."""
+    recorded: TextTransform | None = None
 
     def counts(self) -> Counter[str]:
         total: Counter[str] = Counter()

@@ -1,11 +1,11 @@
 """The data path, `ANY /c/{connection}/{path}`: one call, in the order DESIGN.md gives.
 
-    authenticate -> resolve connection -> read request -> decide -> mask request -> forward
-        -> stream back (masking the reply)
+    authenticate -> resolve connection -> read request -> decide -> mask request
+        -> write-ahead record -> forward -> stream back (masking the reply) -> close record
 
 Every step either hands the next one what it needs or raises a `Refusal`, which becomes an
-error in the shape the connection's SDK understands. Later steps of the design (review gate,
-write-ahead record) slot in between `decide` and `forward`.
+error in the shape the connection's SDK understands. The review gate (a later step of the
+design) slots in between `decide` and the record.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from geogate.gateway.observe import AccessSink, CallLog
 from geogate.gateway.paths import PathError, split_connection, target_url
 from geogate.gateway.runtime import Runtime
 from geogate.identity import AuthError, Principal
-from geogate.policy import RequestFacts
+from geogate.policy import Decision, RequestFacts
 from geogate.protocols import (
     BodyRewriter,
     ProtocolAdapter,
@@ -40,6 +40,7 @@ from geogate.protocols import (
     TokenError,
     adapter_for,
 )
+from geogate.recording import RecordingUnavailable, calls
 from geogate.residency import Evidence
 
 _log = logging.getLogger("geogate.datapath")
@@ -72,6 +73,8 @@ class DataPath:
     def __init__(self, runtime: Runtime, access_sink: AccessSink | None = None) -> None:
         self.runtime = runtime
         self.access_sink = access_sink
+        self.content = runtime.config.gateway.recordings.content
+        """What records keep of a call unless its policy says (`record:`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -80,6 +83,9 @@ class DataPath:
         adapter = _FALLBACK_ADAPTER
         connection: Connection | None = None
         masking: CallMasking | None = None
+        replies: _Replies | None = None
+        """Set once the call's record is written: from then on, the reply is recorded."""
+        refusal_message = ""
         try:
             name, tail = _connection_part(scope["raw_path"])
             log.connection = name
@@ -113,6 +119,9 @@ class DataPath:
             masking = self._masking(decision.policy_name, principal, log)
             if masking is not None and masking.request is not None:
                 await _mask_request(body, adapter, masking.request, name, connection)
+            content = (decision.policy.record if decision.policy else None) or self.content
+            await self._write_ahead(principal, decision, log, body, first_url, masking, content)
+            replies = _Replies(masking, connection.max_body, _tape(content, connection))
             forwarded_at = time.perf_counter()
             upstream, used = await self._forward(
                 scope,
@@ -136,9 +145,10 @@ class DataPath:
                 receive if body.complete else None,
                 send,
                 forwarded_at - started,
-                _Replies(masking, connection.max_body),
+                replies,
             )
         except Refusal as refusal:
+            refusal_message = refusal.message
             log.decision = "error" if refusal.status >= 500 else "deny"
             log.code = refusal.code
             status, error_headers, payload = refusal_response(refusal, adapter, request_id)
@@ -152,6 +162,88 @@ class DataPath:
                 log.masked = dict(masking.counts()) or None
             log.latency_ms = (time.perf_counter() - started) * 1000
             log.emit(connection is not None, self.access_sink)
+            self._close_record(log, replies, refusal_message)
+
+    async def _write_ahead(
+        self,
+        principal: Principal,
+        decision: Decision,
+        log: CallLog,
+        body: _RequestBody,
+        url: str,
+        masking: CallMasking | None,
+        content: str,
+    ) -> None:
+        """The call's record, stored before anything leaves (or the call is refused)."""
+        request = None
+        if content == "masked":
+            request = (
+                calls.body(body.content, body.content_type)
+                if isinstance(body.content, bytes)
+                else {"content_type": body.content_type, "streamed": True}
+            )
+        record = calls.call(
+            request_id=log.request_id,
+            session=log.session_id,
+            subject=principal.subject,
+            user=principal.user,
+            groups=principal.groups,
+            via=principal.method,
+            credential=principal.credential_id,
+            connection=log.connection or "",
+            method=log.method,
+            target=url.partition("?")[0],
+            policy=decision.policy_name,
+            policy_version=self.runtime.policy.version,
+            reasons=decision.reasons,
+            region=decision.target_region,
+            masked=dict(masking.counts()) if masking is not None else None,
+            request=request,
+        )
+        try:
+            await self.runtime.recorder.write_ahead(record)
+        except RecordingUnavailable as exc:
+            raise Refusal(
+                "recording_unavailable",
+                f"The call's audit record could not be stored ({exc}), so nothing was sent; "
+                "try again once the recording store is writable.",
+            ) from None
+
+    def _close_record(self, log: CallLog, replies: _Replies | None, message: str) -> None:
+        """The reply of a recorded call, or the refusal of one that was never forwarded."""
+        recorder = self.runtime.recorder
+        if replies is not None:
+            tape = replies.tape
+            recorder.append(
+                calls.reply(
+                    request_id=log.request_id,
+                    status=log.status,
+                    decision=log.decision,
+                    code=log.code,
+                    region=log.region,
+                    evidence=log.evidence,
+                    masked=log.masked,
+                    bytes_in=log.bytes_in,
+                    bytes_out=log.bytes_out,
+                    latency_ms=log.latency_ms,
+                    content=None if tape is None else tape.content(),
+                )
+            )
+        elif log.code is not None:
+            recorder.append(
+                calls.refused(
+                    request_id=log.request_id,
+                    session=log.session_id,
+                    subject=log.subject,
+                    user=log.user,
+                    connection=log.connection,
+                    policy=log.policy,
+                    policy_version=self.runtime.policy.version,
+                    code=log.code,
+                    message=message,
+                    status=log.status,
+                )
+            )
 
     def _masking(
         self, policy: str | None, principal: Principal, log: CallLog
@@ -291,6 +383,7 @@ class DataPath:
                     is_sse = content_type.startswith("text/event-stream")
             rewriter: BodyRewriter | None = None
             whole: bytes | None = None
+            raw: bytes | None = None
             transform = replies.masking.response if replies.masking is not None else None
             if transform is not None:
                 _check_identity(headers)
@@ -312,6 +405,11 @@ class DataPath:
                 if whole is not None:
                     headers.append((b"content-length", str(len(whole)).encode()))
                     streamed = False
+            tape = replies.tape
+            if tape is not None:
+                tape.content_type, tape.streamed = content_type, streamed
+                if whole is not None:
+                    tape.add(time.perf_counter(), _recorded_whole(replies, adapter, raw, whole))
             headers += [
                 (b"x-geogate-request-id", log.request_id.encode()),
                 (b"x-geogate-session-id", log.session_id.encode()),
@@ -334,7 +432,10 @@ class DataPath:
             if whole is not None:
                 await send({"type": "http.response.body", "body": whole, "more_body": False})
                 return
-            pump = _pump(upstream, log, adapter, send, is_sse, rewriter)
+            recorder = None
+            if tape is not None and replies.restores:
+                recorder = _recorded_stream(replies, adapter, content_type)
+            pump = _pump(upstream, log, adapter, send, is_sse, rewriter, tape, recorder)
             if streamed and receive is not None:
                 await _until_disconnect(pump, receive)
             else:
@@ -345,11 +446,22 @@ class DataPath:
 
 @dataclass(slots=True)
 class _Replies:
-    """How replies are treated: masked (and restored), or passed on as they are."""
+    """How replies are treated: masked (and restored), or passed on as they are; recorded."""
 
     masking: CallMasking | None
     limit: int
     """The most of a non-streamed reply the gateway holds to mask it."""
+    tape: calls.Tape | None
+    """Where the reply is recorded (None: `record: metadata`)."""
+
+    @property
+    def restores(self) -> bool:
+        """Whether the caller gets originals back, so the record needs its own masked copy."""
+        return self.masking is not None and self.masking.restores
+
+
+def _tape(content: str, connection: Connection) -> calls.Tape | None:
+    return calls.Tape(connection.max_body) if content == "masked" else None
 
 
 def _check_identity(headers: Headers) -> None:
@@ -420,6 +532,27 @@ def _guarded(step: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         ) from exc
 
 
+def _recorded_whole(
+    replies: _Replies, adapter: ProtocolAdapter, raw: bytes | None, whole: bytes
+) -> bytes:
+    """The reply as the record keeps it: as sent, unless the caller got originals back."""
+    if not replies.restores or raw is None:
+        return whole
+    assert replies.masking is not None and replies.tape is not None
+    transform = replies.masking.recorded
+    if transform is None:
+        return raw  # nothing masked in replies: the target's own reply, placeholders and all
+    return _guarded(adapter.mask_response, raw, replies.tape.content_type, transform)
+
+
+def _recorded_stream(
+    replies: _Replies, adapter: ProtocolAdapter, content_type: str
+) -> BodyRewriter | None:
+    assert replies.masking is not None
+    transform = replies.masking.recorded
+    return None if transform is None else adapter.response_stream(content_type, transform)
+
+
 async def _pump(
     upstream: UpstreamResponse,
     log: CallLog,
@@ -427,22 +560,38 @@ async def _pump(
     send: Send,
     is_sse: bool,
     rewriter: BodyRewriter | None,
+    tape: calls.Tape | None,
+    recorder: BodyRewriter | None,
 ) -> None:
     """Copy the body (masked, when a rewriter is given); a target failing mid-stream, or a
-    stream that cannot be masked, becomes an SSE error event or a cut-off."""
+    stream that cannot be masked, becomes an SSE error event or a cut-off.
+
+    The tape records each chunk as sent, at its time; when the caller gets originals back
+    (`tokenize`), `recorder` gives the tape the reply as masked instead."""
     at_event_boundary = True
+    separate = tape is not None and recorder is not None
     try:
         async for chunk in upstream.body():
             log.bytes_out += len(chunk)
+            if separate:
+                assert tape is not None and recorder is not None
+                tape.add(time.perf_counter(), _guarded(recorder.feed, chunk))
             if rewriter is not None:
                 chunk = _guarded(rewriter.feed, chunk)
                 if not chunk:
                     continue
+            if tape is not None and not separate:
+                tape.add(time.perf_counter(), chunk)
             at_event_boundary = chunk.endswith(b"\n\n")
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if separate:
+            assert tape is not None and recorder is not None
+            tape.add(time.perf_counter(), _guarded(recorder.finish))
         if rewriter is not None:
             rest = _guarded(rewriter.finish)
             if rest:
+                if tape is not None and not separate:
+                    tape.add(time.perf_counter(), rest)
                 await send({"type": "http.response.body", "body": rest, "more_body": True})
     except (UpstreamError, MaskingError) as exc:
         log.decision, log.code = "error", exc.code

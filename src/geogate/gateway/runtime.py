@@ -14,6 +14,7 @@ from geogate.gateway.trail import RefusalTrail
 from geogate.identity import ApiKeyAuthenticator, Authenticator, DirectoryWatch, TokenVerifier
 from geogate.policy import CompiledPolicy, compile_policy
 from geogate.protocols import GoogleTokenSource, SigV4Signer
+from geogate.recording import Recorder
 from geogate.residency import (
     DestinationCheck,
     address_ranges_path,
@@ -69,6 +70,8 @@ class Runtime:
     """Per policy with a `mask` block, what its calls mask and how."""
     vaults: Vaults
     """The `tokenize` style's per-session vaults."""
+    recorder: Recorder
+    """Writes every call's record before it is forwarded."""
 
     @classmethod
     async def start(cls, config: Config) -> Runtime:
@@ -83,7 +86,9 @@ class Runtime:
         directory = DirectoryWatch(store)
         tokens = TokenVerifier(config.identity.oidc)
         trail = RefusalTrail(store)
+        recorder: Recorder | None = None
         try:
+            recorder = await Recorder.start(gateway, store.recorded)
             await directory.start()
             await tokens.start()
             trail.start()
@@ -117,8 +122,11 @@ class Runtime:
                 },
                 masking=masking,
                 vaults=Vaults(key),
+                recorder=recorder,
             )
         except BaseException:
+            if recorder is not None:
+                await recorder.close()
             await trail.close()
             await directory.close()
             await tokens.close()
@@ -129,6 +137,7 @@ class Runtime:
         await self.executor.close()
         for source in self.tokens_for.values():
             await source.close()
+        await self.recorder.close()
         await self.trail.close()
         await self.directory.close()
         await self.tokens.close()

@@ -16,6 +16,7 @@ the caller that asked for it; the database sees its SHA-256 and an 8-character d
 """
 
 from geogate.store.journal import Event
+from geogate.store.recorded import CallRow, RecordIndex, SessionSummary
 from geogate.store.rules import StoreError
 from geogate.store.scim import (
     KEEP,
@@ -49,6 +50,7 @@ from geogate.store.state import (
 __all__ = [
     "API_KEY_PREFIX",
     "KEEP",
+    "CallRow",
     "CreatedKey",
     "DirectorySnapshot",
     "Event",
@@ -57,6 +59,7 @@ __all__ = [
     "KeyInfo",
     "KeyRecord",
     "MemberChange",
+    "RecordIndex",
     "ScimDirectory",
     "ScimError",
     "ScimGroup",
@@ -65,6 +68,7 @@ __all__ = [
     "ScimUser",
     "ServiceAccountInfo",
     "SessionRecord",
+    "SessionSummary",
     "Store",
     "StoreError",
     "UserInfo",

@@ -176,3 +176,34 @@ class UsedOnce(Base):
 
     value: Mapped[str] = mapped_column(String(256), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class RecordedCall(Base):
+    """The index of the recordings: one row per call, to list and filter sessions fast.
+
+    The record itself (content, evidence, the signed log) is in the recording store; a row
+    says where (`log`, `first_index` for the call, `last_index` for its reply) and is rebuilt
+    from the log after a crash. Calls sharing `session_key` form one session.
+    """
+
+    __tablename__ = "recorded_calls"
+
+    request_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_key: Mapped[str] = mapped_column(String(40), index=True)
+    session: Mapped[str] = mapped_column(String(128))
+    """The caller's own session id (`x-geogate-session`), or the request id."""
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    subject: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    user: Mapped[str | None] = mapped_column(String(320), nullable=True, index=True)
+    connection: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    policy: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    region: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    masked: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    log: Mapped[str] = mapped_column(String(128))
+    first_index: Mapped[int] = mapped_column(BigInteger)
+    last_index: Mapped[int] = mapped_column(BigInteger)

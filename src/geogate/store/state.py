@@ -47,6 +47,7 @@ from geogate.store.models import (
     User,
     UtcDateTime,
 )
+from geogate.store.recorded import RecordIndex
 from geogate.store.rules import (
     StoreError,
     check_user_name,
@@ -182,6 +183,7 @@ class Store:
         self._writer = engine.execution_options(**{_WRITE: True})
         self._signal = journal.ChangeSignal(Path(f"{engine.url.database}-changes"))
         self._scim = ScimDirectory(self._engine, self._writer, self._signal)
+        self._recorded = RecordIndex(self._engine, self._writer)
 
     async def __aenter__(self) -> Store:
         return self
@@ -205,6 +207,11 @@ class Store:
     def scim(self) -> ScimDirectory:
         """SCIM provisioning: users an IdP manages, and its groups."""
         return self._scim
+
+    @property
+    def recorded(self) -> RecordIndex:
+        """The index of recorded calls and sessions."""
+        return self._recorded
 
     async def ping(self) -> bool:
         """Whether the database answers, for readiness probes: never raises."""

@@ -1,0 +1,205 @@
+"""The append-only audit log: records as JSON lines, leaves of an RFC 6962 Merkle tree.
+
+Layout inside the recording store, one log per writing gateway process (`host.N`):
+
+    logs/host.0/0000000000000000.jsonl     a segment: records 0, 1, ... one per line
+    logs/host.0/0000000000052113.hashes    what retention left of a deleted segment: leaf hashes
+    checkpoints/host.0/0000000000052113    a signed checkpoint of the first 52113 records
+
+Each record carries its position `i` and the leaf hash of the record before it (`prev`), so a
+changed, removed or reordered record is found exactly where it is; the signed checkpoints make
+a rewrite of the whole log (or of its end) show too. A record's leaf is its line, as stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from geogate.recording.merkle import Tree, leaf_hash
+from geogate.recording.storage import Storage
+
+SEGMENT_BYTES = 64 * 1024 * 1024
+"""A local segment is closed past this size (or at the end of its UTC day)."""
+VERSION = 1
+Record = dict[str, Any]
+
+
+def segment_folder(log: str) -> str:
+    return f"logs/{log}"
+
+
+def segment_name(first: int, suffix: str = "jsonl") -> str:
+    return f"{first:016d}.{suffix}"
+
+
+def checkpoint_path(log: str, size: int) -> str:
+    return f"checkpoints/{log}/{size:016d}"
+
+
+def origin(log: str) -> str:
+    """The checkpoint origin line: which log a checkpoint is about."""
+    return f"geogate/{log}"
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(slots=True)
+class Segment:
+    """A segment as the writer knows it: for rotation and retention."""
+
+    first: int
+    last: int
+    """The index of its last record (first - 1 while empty)."""
+    size: int
+    """Bytes in it (a local segment); where a failed append is cut back to."""
+    opened: str
+    """The UTC day it was begun."""
+    newest: datetime | None = None
+    """When its last record was written."""
+    deleted: bool = False
+
+
+@dataclass(slots=True)
+class LogState:
+    """Where a log stands: its tree, the last leaf and its segments."""
+
+    tree: Tree = field(default_factory=Tree)
+    prev: bytes = b""
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.tree.size
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A record read back: its position, its line as stored, and the parsed record (None when
+    the line is not JSON: verification reports it, replay skips it)."""
+
+    position: int
+    """Its place in the log, counted by reading, whatever `i` it claims."""
+    line: bytes
+    record: Record | None
+    segment: int
+    deleted: bool = False
+    """Only its leaf hash is left: retention deleted the segment."""
+
+
+class LogReader:
+    """Reads one log's records in order, from live segments and retention's hash files."""
+
+    def __init__(self, storage: Storage, log: str) -> None:
+        self.storage = storage
+        self.log = log
+
+    async def segments(self) -> list[tuple[int, str]]:
+        """(first index, file name) of every segment and hash file, in log order."""
+        found: dict[int, str] = {}
+        for name in await self.storage.list(segment_folder(self.log)):
+            stem, _, suffix = name.partition(".")
+            if stem.isdigit() and suffix in ("jsonl", "hashes"):
+                if found.get(int(stem), "").endswith(".jsonl"):
+                    continue  # retention stopped half-way: the segment itself is still there
+                found[int(stem)] = name
+        return sorted(found.items())
+
+    async def records(self) -> AsyncIterator[Stored]:
+        position = 0
+        for first, name in await self.segments():
+            data = await self.storage.read(f"{segment_folder(self.log)}/{name}")
+            if name.endswith(".hashes"):
+                for offset in range(0, len(data) - len(data) % 32, 32):
+                    yield Stored(position, data[offset : offset + 32], None, first, deleted=True)
+                    position += 1
+                continue
+            for line in data.split(b"\n"):
+                if not line:
+                    continue
+                yield Stored(position, line, _parsed(line), first)
+                position += 1
+
+
+def _parsed(line: bytes) -> Record | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def leaf_of(stored: Stored) -> bytes:
+    return stored.line if stored.deleted else leaf_hash(stored.line)
+
+
+async def recover(storage: Storage, log: str) -> LogState:
+    """Rebuild a log's state from the store, cutting off a torn last line (a write that a
+    crash interrupted: never acknowledged, so no call was forwarded on its strength)."""
+    state = LogState()
+    reader = LogReader(storage, log)
+    segments = await reader.segments()
+    for first, name in segments:
+        path = f"{segment_folder(log)}/{name}"
+        data = await storage.read(path)
+        if name.endswith(".hashes"):
+            count = len(data) // 32
+            for offset in range(0, count * 32, 32):
+                state.tree.append(data[offset : offset + 32])
+                state.prev = data[offset : offset + 32]
+            state.segments.append(Segment(first, first + count - 1, 0, "", None, deleted=True))
+            continue
+        good = data.rfind(b"\n") + 1
+        if good < len(data) and (first, name) == segments[-1]:
+            await storage.truncate(path, good)
+            data = data[:good]
+        segment = Segment(first, first - 1, len(data), "")
+        for line in data.split(b"\n"):
+            if not line:
+                continue
+            leaf = leaf_hash(line)
+            state.tree.append(leaf)
+            state.prev = leaf
+            segment.last += 1
+            record = _parsed(line)
+            if record is not None and isinstance(record.get("at"), str):
+                moment = parse_time(record["at"])
+                segment.newest = moment
+                segment.opened = segment.opened or moment.strftime("%Y-%m-%d")
+        state.segments.append(segment)
+    return state
+
+
+def seal(state: LogState, records: list[Record]) -> tuple[bytes, Tree, bytes]:
+    """Number and chain `records` onto the log; returns their lines, the tree and last leaf
+    they lead to. The state itself moves on only once the lines are stored (`advance`)."""
+    tree = state.tree.copy()
+    prev = state.prev
+    lines: list[bytes] = []
+    for record in records:
+        record["i"] = tree.size
+        record["prev"] = prev.hex()
+        line = encode(record)
+        lines.append(line)
+        prev = leaf_hash(line)
+        tree.append(prev)
+    return b"\n".join(lines) + b"\n", tree, prev
+
+
+def ordered(record: Mapping[str, Any]) -> Record:
+    """The record with its header fields first, so lines read well in a text editor."""
+    head = {"v": VERSION, "i": 0, "prev": "", "at": record.get("at") or timestamp()}
+    return head | {key: value for key, value in record.items() if key not in head}

@@ -1,0 +1,387 @@
+"""The recorder: every call's record is stored before the call is forwarded.
+
+    recorder = await Recorder.start(config.gateway, store.recorded)
+    await recorder.write_ahead(calls.call(...))   # stored, or RecordingUnavailable
+    recorder.append(calls.reply(...))             # stored with the next batch
+    await recorder.close()                        # last batch, flush, signed checkpoint
+
+Group commit: records that arrive while a batch is being written go together in the next one,
+one append for all of them. A batch is written to the operating system before its calls go
+on, so a crash or `kill -9` of the gateway loses no record of a forwarded call; it is flushed
+to disk every `recordings.sync` (by default 10 ms; `0s` flushes before the calls go on, so a
+power cut cannot lose one either). An object store acknowledges a write once it is durable.
+
+Each process writes a log of its own (`host.N`, N taken with a lock file beside the audit
+key), signs a checkpoint of it every `checkpoints.records` records or `checkpoints.interval`,
+copies checkpoints to the witness, deletes segments past `retention` (recording the deletion
+in the log itself) and keeps the session index in the state store up to date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+from geogate.config import Gateway
+from geogate.recording import calls
+from geogate.recording.log import (
+    SEGMENT_BYTES,
+    LogReader,
+    LogState,
+    Record,
+    Segment,
+    checkpoint_path,
+    ordered,
+    origin,
+    recover,
+    seal,
+    segment_folder,
+    segment_name,
+    timestamp,
+)
+from geogate.recording.merkle import leaf_hash
+from geogate.recording.note import AuditKey, Checkpoint
+from geogate.recording.storage import Storage, StorageError, open_storage
+from geogate.store import RecordIndex
+
+_log = logging.getLogger("geogate.recording")
+
+LOST = Counter(
+    "geogate_records_lost",
+    "Reply and refusal records that could not be stored (the store failed and the backlog "
+    "was full); write-ahead records are never lost: their calls are refused instead.",
+)
+BACKLOG = 10_000
+
+
+class RecordingUnavailable(Exception):
+    """The record could not be stored, so the call must not be forwarded."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: Record
+    done: asyncio.Future[int] | None
+    """Set for a write-ahead record, whose call waits for it."""
+
+
+@dataclass(slots=True)
+class _IndexQueue:
+    added: list[dict[str, Any]] = field(default_factory=list)
+    finished: list[dict[str, Any]] = field(default_factory=list)
+
+    def put(self, log: str, position: int, record: Record) -> None:
+        row = calls.index_row(log, position, record)
+        if row is not None:
+            (self.added if row[0] == "add" else self.finished).append(row[1])
+
+
+class Recorder:
+    def __init__(
+        self,
+        gateway: Gateway,
+        storage: Storage,
+        log: str,
+        state: LogState,
+        key: AuditKey,
+        witness: Storage | None,
+        index: RecordIndex | None,
+        lock: int,
+    ) -> None:
+        settings = gateway.recordings
+        self.storage = storage
+        self.log = log
+        self.state = state
+        self.key = key
+        self.witness = witness
+        self.index = index
+        self.content = settings.content
+        self._sync_every = settings.sync
+        self._checkpoint_every = settings.checkpoints.records
+        self._checkpoint_interval = settings.checkpoints.interval
+        self._retention = settings.retention
+        self._lock = lock
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._signed = 0
+        self._cut: tuple[str, int] | None = None
+        """A segment to cut back to its size before the next append (a failed append)."""
+        self._indexing = _IndexQueue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def start(cls, gateway: Gateway, index: RecordIndex | None) -> Recorder:
+        settings = gateway.recordings
+        key = await asyncio.to_thread(AuditKey.load, gateway.audit_key)
+        lock, log = _claim_log(Path(gateway.audit_key).parent)
+        storage = open_storage(settings.store, dict(settings.options))
+        witness = (
+            open_storage(settings.witness, dict(settings.witness_options))
+            if settings.witness
+            else None
+        )
+        try:
+            state = await recover(storage, log)
+        except (StorageError, OSError) as exc:
+            os.close(lock)
+            raise RecordingUnavailable(f"cannot open the recording log {log}: {exc}") from exc
+        recorder = cls(gateway, storage, log, state, key, witness, index, lock)
+        recorder._signed = await recorder._last_signed()
+        if index is not None:
+            await recorder._reindex()
+        recorder._tasks = [
+            asyncio.create_task(recorder._write_forever(), name="geogate-recorder"),
+            asyncio.create_task(recorder._every(recorder._checkpoint_interval, recorder._tick)),
+        ]
+        if recorder._sync_every > 0:
+            recorder._tasks.append(
+                asyncio.create_task(recorder._every(recorder._sync_every, recorder._flush))
+            )
+        if recorder._retention is not None:
+            recorder._tasks.append(asyncio.create_task(recorder._every(3600.0, recorder.expire)))
+            await recorder.expire()
+        return recorder
+
+    # --- what the data path calls --------------------------------------------------------
+
+    async def write_ahead(self, record: Record) -> int:
+        """Store `record` before the caller goes on; returns its position in the log."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(ordered(record), done))
+        self._wake.set()
+        return await done
+
+    def append(self, record: Record) -> None:
+        """Store `record` with the next batch; nobody waits for it."""
+        if len(self._pending) >= BACKLOG:
+            LOST.inc()
+            return
+        self._pending.append(_Pending(ordered(record), None))
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait until everything handed in so far is stored (or failed)."""
+        while self._pending or not self._idle.is_set():
+            self._wake.set()
+            await asyncio.sleep(0.001)
+
+    async def close(self) -> None:
+        await self.drain()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(StorageError):
+            await self._flush()
+            await self.checkpoint()
+        await self._write_index()
+        await self.storage.close()
+        os.close(self._lock)
+
+    # --- group commit ---------------------------------------------------------------------
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                self._idle.clear()
+                try:
+                    await self._write(batch)
+                finally:
+                    self._idle.set()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        records = [pending.record for pending in batch]
+        first = self.state.size
+        try:
+            data, tree, prev = seal(self.state, records)
+            segment = self._segment(len(data))
+            path = f"{segment_folder(self.log)}/{segment_name(segment.first)}"
+            if self._cut is not None:
+                await self.storage.truncate(*self._cut)
+                self._cut = None
+            try:
+                await self.storage.append(path, data)
+            except StorageError:
+                if self.storage.appends:
+                    self._cut = (path, segment.size)
+                raise
+            if self._sync_every == 0:
+                await self.storage.sync()
+        except (StorageError, OSError) as exc:
+            self._failed(batch, exc)
+            return
+        if not self.state.segments or self.state.segments[-1] is not segment:
+            self.state.segments.append(segment)
+        segment.last = tree.size - 1
+        segment.size += len(data)
+        segment.newest = datetime.now(UTC)
+        self.state.tree, self.state.prev = tree, prev
+        for offset, pending in enumerate(batch):
+            self._indexing.put(self.log, first + offset, pending.record)
+            if pending.done is not None and not pending.done.done():
+                pending.done.set_result(first + offset)
+        if self.state.size - self._signed >= self._checkpoint_every:
+            await self._sign_quietly()
+
+    def _segment(self, size: int) -> Segment:
+        """The segment this batch goes to: the open one while it has room and is today's (a
+        local folder), or a new one (every batch of an object store is an object)."""
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        current = self.state.segments[-1] if self.state.segments else None
+        if (
+            self.storage.appends
+            and current is not None
+            and not current.deleted
+            and current.opened == today
+            and current.size + size <= SEGMENT_BYTES
+        ):
+            return current
+        return Segment(self.state.size, self.state.size - 1, 0, today)
+
+    def _failed(self, batch: list[_Pending], exc: BaseException) -> None:
+        """Refuse the calls that waited; keep the rest for the next batch (bounded)."""
+        _log.error("recording failed: %s", exc)
+        kept: list[_Pending] = []
+        for pending in batch:
+            pending.record.pop("i", None)
+            pending.record.pop("prev", None)
+            if pending.done is not None:
+                if not pending.done.done():
+                    pending.done.set_exception(RecordingUnavailable(str(exc)))
+            elif len(kept) + len(self._pending) < BACKLOG:
+                kept.append(pending)
+            else:
+                LOST.inc()
+        self._pending[:0] = [_Pending(ordered(p.record), None) for p in kept]
+
+    async def _flush(self) -> None:
+        await self.storage.sync()
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    async def checkpoint(self) -> Checkpoint | None:
+        """Sign the log as it stands (after flushing it), if it grew since the last one."""
+        if self.state.size == self._signed:
+            return None
+        await self.storage.sync()
+        checkpoint = Checkpoint(origin(self.log), self.state.size, self.state.tree.root())
+        note = self.key.sign(checkpoint)
+        await self.storage.write(checkpoint_path(self.log, checkpoint.size), note)
+        self._signed = checkpoint.size
+        if self.witness is not None:
+            try:
+                await self.witness.write(checkpoint_path(self.log, checkpoint.size), note)
+            except StorageError as exc:
+                _log.error("could not copy checkpoint %d to the witness: %s", checkpoint.size, exc)
+        return checkpoint
+
+    async def _sign_quietly(self) -> None:
+        try:
+            await self.checkpoint()
+        except StorageError as exc:
+            _log.error("could not write a checkpoint: %s", exc)
+
+    async def _tick(self) -> None:
+        await self._sign_quietly()
+        await self._write_index()
+
+    async def _last_signed(self) -> int:
+        names = await self.storage.list(f"checkpoints/{self.log}")
+        sizes = [int(name) for name in names if name.isdigit()]
+        return max((size for size in sizes if size <= self.state.size), default=0)
+
+    # --- retention ----------------------------------------------------------------------
+
+    async def expire(self) -> None:
+        """Delete segments whose newest record is older than `retention`, leaving their leaf
+        hashes (so the tree, and every checkpoint, still verifies) and a record that says so."""
+        if self._retention is None:
+            return
+        horizon = datetime.now(UTC) - timedelta(seconds=self._retention)
+        for segment in list(self.state.segments[:-1]):
+            if segment.deleted or segment.newest is None or segment.newest >= horizon:
+                continue
+            folder = segment_folder(self.log)
+            try:
+                data = await self.storage.read(f"{folder}/{segment_name(segment.first)}")
+                leaves = b"".join(leaf_hash(line) for line in data.split(b"\n") if line)
+                await self.storage.write(
+                    f"{folder}/{segment_name(segment.first, 'hashes')}", leaves
+                )
+                await self.write_ahead(
+                    {
+                        "kind": "retention",
+                        "first": segment.first,
+                        "last": segment.last,
+                        "newest": timestamp(segment.newest),
+                        "leaves": leaf_hash(leaves).hex(),
+                    }
+                )
+                await self.storage.delete(f"{folder}/{segment_name(segment.first)}")
+            except (StorageError, RecordingUnavailable) as exc:
+                _log.error("retention could not delete segment %d: %s", segment.first, exc)
+                return
+            segment.deleted = True
+
+    # --- the session index ----------------------------------------------------------------
+
+    async def _write_index(self) -> None:
+        if self.index is None:
+            return
+        queue, self._indexing = self._indexing, _IndexQueue()
+        try:
+            await self.index.add(queue.added)
+            await self.index.finish(queue.finished)
+        except Exception as exc:  # the log has it all; the index catches up at next start
+            _log.warning("could not index %d recorded calls: %s", len(queue.added), exc)
+
+    async def _reindex(self) -> None:
+        """Index what the log holds beyond the index (the last batches before a crash)."""
+        assert self.index is not None
+        last = await self.index.last_index(self.log)
+        if last >= self.state.size - 1:
+            return
+        async for stored in LogReader(self.storage, self.log).records():
+            if stored.position > last and stored.record is not None:
+                self._indexing.put(self.log, stored.position, stored.record)
+        await self._write_index()
+
+    async def _every(self, seconds: float, job: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except StorageError as exc:
+                _log.error("recording: %s", exc)
+
+
+def _claim_log(folder: Path) -> tuple[int, str]:
+    """A log of this process's own: the first `host.N` whose lock file no process holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "gateway"
+    slot = 0
+    while True:
+        descriptor = os.open(folder / f".recorder.{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            slot += 1
+            continue
+        return descriptor, f"{host}.{slot}"

@@ -1,0 +1,175 @@
+"""The index of recorded calls: what `geogate sessions list` filters without reading the log.
+
+The recorder writes a row when it records a call (`add`) and fills in the outcome when it
+records the reply (`finish`). Rows are a copy: after a crash the recorder indexes again what
+the log holds beyond `last_index`, and `geogate audit verify` checks the log, not this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from geogate.store.models import RecordedCall, UtcDateTime
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow:
+    request_id: str
+    session_key: str
+    session: str
+    at: datetime
+    subject: str | None
+    user: str | None
+    connection: str | None
+    policy: str | None
+    decision: str
+    code: str | None
+    region: str | None
+    status: int
+    bytes_in: int
+    bytes_out: int
+    masked: dict[str, int] | None
+    log: str
+    first_index: int
+    last_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    key: str
+    session: str
+    subject: str | None
+    user: str | None
+    started: datetime
+    ended: datetime
+    calls: int
+    denied: int
+    connections: tuple[str, ...]
+    regions: tuple[str, ...]
+    bytes_in: int
+    bytes_out: int
+
+
+_COLUMNS = tuple(CallRow.__dataclass_fields__)
+
+
+class RecordIndex:
+    def __init__(self, engine: AsyncEngine, writer: AsyncEngine) -> None:
+        self._engine = engine
+        self._writer = writer
+
+    async def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Index calls; a call indexed already (the log read again after a crash) is kept."""
+        if not rows:
+            return
+        dialect = self._writer.dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(RecordedCall).on_conflict_do_nothing(index_elements=["request_id"])
+        async with self._writer.begin() as conn:
+            await conn.execute(statement, [dict(row) for row in rows])
+
+    async def finish(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Fill in outcomes (`request_id` plus the columns that changed)."""
+        if not rows:
+            return
+        async with self._writer.begin() as conn:
+            for row in rows:
+                values = {key: value for key, value in row.items() if key != "request_id"}
+                await conn.execute(
+                    update(RecordedCall)
+                    .where(RecordedCall.request_id == row["request_id"])
+                    .values(**values)
+                )
+
+    async def last_index(self, log: str) -> int:
+        """The highest log position indexed for `log`, -1 when none."""
+        query = select(func.max(RecordedCall.last_index)).where(RecordedCall.log == log)
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        return -1 if value is None else int(value)
+
+    async def sessions(
+        self,
+        *,
+        user: str | None = None,
+        connection: str | None = None,
+        decision: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SessionSummary]:
+        """Sessions with at least one call matching every filter given, newest first."""
+        matching = select(RecordedCall.session_key)
+        if user is not None:
+            matching = matching.where(or_(RecordedCall.user == user, RecordedCall.subject == user))
+        if connection is not None:
+            matching = matching.where(RecordedCall.connection == connection)
+        if decision is not None:
+            matching = matching.where(RecordedCall.decision == decision)
+        if since is not None:
+            matching = matching.where(RecordedCall.at >= literal(since, UtcDateTime()))
+        if until is not None:
+            matching = matching.where(RecordedCall.at < literal(until, UtcDateTime()))
+        query = (
+            select(RecordedCall)
+            .where(RecordedCall.session_key.in_(matching.distinct()))
+            .order_by(RecordedCall.at)
+        )
+        async with self._engine.connect() as conn:
+            rows = [_row(row) for row in (await conn.execute(query)).all()]
+        grouped: dict[str, list[CallRow]] = {}
+        for row in rows:
+            grouped.setdefault(row.session_key, []).append(row)
+        summaries = [_summary(calls) for calls in grouped.values()]
+        summaries.sort(key=lambda summary: summary.started, reverse=True)
+        return summaries[:limit]
+
+    async def calls(self, session: str) -> list[CallRow]:
+        """A session's calls in order, by its key (`ses_...`) or the caller's session id."""
+        query = (
+            select(RecordedCall)
+            .where(or_(RecordedCall.session_key == session, RecordedCall.session == session))
+            .order_by(RecordedCall.at, RecordedCall.first_index)
+        )
+        async with self._engine.connect() as conn:
+            return [_row(row) for row in (await conn.execute(query)).all()]
+
+    async def between(self, since: datetime, until: datetime) -> list[CallRow]:
+        query = (
+            select(RecordedCall)
+            .where(RecordedCall.at >= literal(since, UtcDateTime()))
+            .where(RecordedCall.at < literal(until, UtcDateTime()))
+            .order_by(RecordedCall.at)
+        )
+        async with self._engine.connect() as conn:
+            return [_row(row) for row in (await conn.execute(query)).all()]
+
+
+def _row(row: Any) -> CallRow:
+    call = row[0]
+    return CallRow(*(getattr(call, name) for name in _COLUMNS))
+
+
+def _summary(calls: list[CallRow]) -> SessionSummary:
+    first = calls[0]
+    return SessionSummary(
+        key=first.session_key,
+        session=first.session,
+        subject=first.subject,
+        user=first.user,
+        started=first.at,
+        ended=calls[-1].at,
+        calls=len(calls),
+        denied=sum(1 for call in calls if call.decision == "deny"),
+        connections=tuple(dict.fromkeys(c.connection for c in calls if c.connection)),
+        regions=tuple(dict.fromkeys(c.region for c in calls if c.region)),
+        bytes_in=sum(call.bytes_in for call in calls),
+        bytes_out=sum(call.bytes_out for call in calls),
+    )
