@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy import bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -58,6 +58,10 @@ class SessionSummary:
 
 
 _COLUMNS = tuple(CallRow.__dataclass_fields__)
+FINISHED = (
+    "decision", "code", "region", "status", "bytes_in", "bytes_out", "masked", "last_index",
+)  # fmt: skip
+"""What a reply fills in."""
 
 
 class RecordIndex:
@@ -76,17 +80,19 @@ class RecordIndex:
             await conn.execute(statement, [dict(row) for row in rows])
 
     async def finish(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Fill in outcomes (`request_id` plus the columns that changed)."""
+        """Fill in outcomes: rows of `request_id` and the `FINISHED` columns."""
         if not rows:
             return
+        statement = (
+            update(RecordedCall)
+            .where(RecordedCall.request_id == bindparam("finished_id"))
+            .values({name: bindparam(name) for name in FINISHED})
+        )
+        values = [
+            {"finished_id": row["request_id"], **{n: row[n] for n in FINISHED}} for row in rows
+        ]
         async with self._writer.begin() as conn:
-            for row in rows:
-                values = {key: value for key, value in row.items() if key != "request_id"}
-                await conn.execute(
-                    update(RecordedCall)
-                    .where(RecordedCall.request_id == row["request_id"])
-                    .values(**values)
-                )
+            await conn.execute(statement, values)  # one statement, executed for every row
 
     async def last_index(self, log: str) -> int:
         """The highest log position indexed for `log`, -1 when none."""
