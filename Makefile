@@ -50,6 +50,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.residency
 	$(BIN)/python -m bench.masking
+	$(BIN)/python -m bench.recording
 
 clean:
 	rm -rf $(VENV) $(IDP)/node_modules .geogate .mypy_cache .pytest_cache .ruff_cache

@@ -52,7 +52,7 @@ async def test_open_creates_the_folder_and_the_schema(store: Store, db_path: Pat
     with sqlite3.connect(db_path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert {"users", "service_accounts", "api_keys", "alembic_version"} <= tables
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -150,7 +150,7 @@ def test_concurrent_processes_migrate_one_after_the_other(
         assert process.returncode == 0, err
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (4,)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
 
 
 async def test_migrations_match_the_models(store: Store, db_path: Path) -> None:
