@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from geogate.cli import demo, keys, login, mask, policy, regions, up, users
+from geogate.cli import audit, demo, keys, login, mask, policy, regions, sessions, up, users
 
 app = typer.Typer(
     name="geogate",
@@ -23,6 +23,8 @@ app.command("login")(login.login)
 app.command("logout")(login.logout)
 app.add_typer(regions.app, name="regions")
 app.command("mask")(mask.mask)
+app.add_typer(audit.app, name="audit")
+app.add_typer(sessions.app, name="sessions")
 
 
 def main() -> None:

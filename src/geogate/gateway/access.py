@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import hmac
 from http.cookies import CookieError, SimpleCookie
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 
 from geogate.gateway.headers import Headers, caller_token
 from geogate.gateway.runtime import Runtime
@@ -139,3 +143,30 @@ class Access:
                 "A console session may only change things from the console's own pages "
                 "(cross-site request refused); use an API token for scripts.",
             )
+
+
+async def _caller(request: Request) -> Principal:
+    access: Access = request.app.state.access
+    return await access.principal(request.scope["headers"], request.method, request.url.scheme)
+
+
+async def _admin(request: Request) -> Principal:
+    access: Access = request.app.state.access
+    return await access.admin(request.scope["headers"], request.method, request.url.scheme)
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+"""Anyone signed in (a credential or a console session)."""
+Admin = Annotated[Principal, Depends(_admin)]
+"""A signed-in member of one of `identity.admin_groups`."""
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An admin API error in GeoGate's error shape."""
+    return JSONResponse(
+        {"error": {"type": "geogate", "code": code, "message": message}},
+        status_code=status,
+        headers=headers,
+    )

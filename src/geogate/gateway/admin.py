@@ -13,14 +13,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from geogate.config import parse_duration
-from geogate.gateway.access import Access, Denied
+from geogate.gateway.access import Access, Admin, Caller, Denied, error_response
+from geogate.gateway.admin_audit import add_audit_routes
+from geogate.gateway.admin_sessions import add_session_routes
 from geogate.gateway.runtime import Runtime
-from geogate.identity import Principal
 from geogate.identity.accounts import AccountError, Accounts
 from geogate.identity.schemas import (
     CreatedKey,
@@ -32,22 +33,6 @@ from geogate.identity.schemas import (
     ServiceAccount,
     User,
 )
-
-
-async def _caller(request: Request) -> Principal:
-    access: Access = request.app.state.access
-    return await access.principal(request.scope["headers"], request.method, request.url.scheme)
-
-
-async def _admin(request: Request) -> Principal:
-    access: Access = request.app.state.access
-    return await access.admin(request.scope["headers"], request.method, request.url.scheme)
-
-
-Caller = Annotated[Principal, Depends(_caller)]
-"""Anyone signed in (a credential or a console session)."""
-Admin = Annotated[Principal, Depends(_admin)]
-"""A signed-in member of one of `identity.admin_groups`."""
 
 
 def admin_api(runtime: Runtime) -> FastAPI:
@@ -67,11 +52,11 @@ def admin_api(runtime: Runtime) -> FastAPI:
     @api.exception_handler(Denied)
     async def _denied(_request: Request, exc: Denied) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _error(exc.status, exc.code, exc.message, headers)
+        return error_response(exc.status, exc.code, exc.message, headers)
 
     @api.exception_handler(AccountError)
     async def _refused(_request: Request, exc: AccountError) -> JSONResponse:
-        return _error(
+        return error_response(
             404 if exc.not_found else 400,
             "not_found" if exc.not_found else "bad_request",
             exc.message,
@@ -83,7 +68,7 @@ def admin_api(runtime: Runtime) -> FastAPI:
             f"{'.'.join(str(part) for part in error['loc'][1:]) or 'body'}: {error['msg']}"
             for error in exc.errors()
         )
-        return _error(400, "bad_request", f"The request is not valid: {problems}.")
+        return error_response(400, "bad_request", f"The request is not valid: {problems}.")
 
     @api.get("/api/v1/login-info", tags=["sign-in"])
     async def login_info() -> LoginInfo:
@@ -176,14 +161,6 @@ def admin_api(runtime: Runtime) -> FastAPI:
         )
         return [Event.model_validate(event) for event in events]
 
+    add_audit_routes(api, runtime)
+    add_session_routes(api, runtime)
     return api
-
-
-def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"type": "geogate", "code": code, "message": message}},
-        status_code=status,
-        headers=headers,
-    )

@@ -133,7 +133,7 @@ class RecordIndex:
         grouped: dict[str, list[CallRow]] = {}
         for row in rows:
             grouped.setdefault(row.session_key, []).append(row)
-        summaries = [_summary(calls) for calls in grouped.values()]
+        summaries = [summarize(calls) for calls in grouped.values()]
         summaries.sort(key=lambda summary: summary.started, reverse=True)
         return summaries[:limit]
 
@@ -159,11 +159,11 @@ class RecordIndex:
 
 
 def _row(row: Any) -> CallRow:
-    call = row[0]
-    return CallRow(*(getattr(call, name) for name in _COLUMNS))
+    return CallRow(*(row._mapping[name] for name in _COLUMNS))
 
 
-def _summary(calls: list[CallRow]) -> SessionSummary:
+def summarize(calls: list[CallRow]) -> SessionSummary:
+    """A session's figures from its calls, in order."""
     first = calls[0]
     return SessionSummary(
         key=first.session_key,
