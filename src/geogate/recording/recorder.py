@@ -63,6 +63,8 @@ LOST = Counter(
     "was full); write-ahead records are never lost: their calls are refused instead.",
 )
 BACKLOG = 10_000
+INDEX_INTERVAL = 0.25
+"""Seconds between writes of the session index: `sessions list` is at most this far behind."""
 
 
 class RecordingUnavailable(Exception):
@@ -144,7 +146,10 @@ class Recorder:
             await recorder._reindex()
         recorder._tasks = [
             asyncio.create_task(recorder._write_forever(), name="geogate-recorder"),
-            asyncio.create_task(recorder._every(recorder._checkpoint_interval, recorder._tick)),
+            asyncio.create_task(
+                recorder._every(recorder._checkpoint_interval, recorder._sign_quietly)
+            ),
+            asyncio.create_task(recorder._every(INDEX_INTERVAL, recorder._write_index)),
         ]
         if recorder._sync_every > 0:
             recorder._tasks.append(
@@ -297,10 +302,6 @@ class Recorder:
         except StorageError as exc:
             _log.error("could not write a checkpoint: %s", exc)
 
-    async def _tick(self) -> None:
-        await self._sign_quietly()
-        await self._write_index()
-
     async def _last_signed(self) -> int:
         names = await self.storage.list(f"checkpoints/{self.log}")
         sizes = [int(name) for name in names if name.isdigit()]
@@ -357,8 +358,8 @@ class Recorder:
         last = await self.index.last_index(self.log)
         if last >= self.state.size - 1:
             return
-        async for stored in LogReader(self.storage, self.log).records():
-            if stored.position > last and stored.record is not None:
+        async for stored in LogReader(self.storage, self.log).records(last + 1):
+            if stored.record is not None:
                 self._indexing.put(self.log, stored.position, stored.record)
         await self._write_index()
 
