@@ -119,6 +119,8 @@ class Recorder:
         self._idle = asyncio.Event()
         self._idle.set()
         self._signed = 0
+        self._failing = False
+        """The last batch could not be stored: its unwaited records wait for the next one."""
         self._cut: tuple[str, int] | None = None
         """A segment to cut back to its size before the next append (a failed append)."""
         self._indexing = _IndexQueue()
@@ -179,7 +181,7 @@ class Recorder:
 
     async def drain(self) -> None:
         """Wait until everything handed in so far is stored (or failed)."""
-        while self._pending or not self._idle.is_set():
+        while not self._idle.is_set() or (self._pending and not self._failing):
             self._wake.set()
             await asyncio.sleep(0.001)
 
@@ -206,11 +208,13 @@ class Recorder:
                 batch, self._pending = self._pending, []
                 self._idle.clear()
                 try:
-                    await self._write(batch)
+                    stored = await self._write(batch)
                 finally:
                     self._idle.set()
+                if not stored:  # retried with the next record handed in, not in a busy loop
+                    break
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[_Pending]) -> bool:
         records = [pending.record for pending in batch]
         first = self.state.size
         try:
@@ -222,15 +226,16 @@ class Recorder:
                 self._cut = None
             try:
                 await self.storage.append(path, data)
+                if self._sync_every == 0:
+                    await self.storage.sync()
             except StorageError:
                 if self.storage.appends:
                     self._cut = (path, segment.size)
                 raise
-            if self._sync_every == 0:
-                await self.storage.sync()
         except (StorageError, OSError) as exc:
             self._failed(batch, exc)
-            return
+            return False
+        self._failing = False
         if not self.state.segments or self.state.segments[-1] is not segment:
             self.state.segments.append(segment)
         segment.last = tree.size - 1
@@ -243,6 +248,7 @@ class Recorder:
                 pending.done.set_result(first + offset)
         if self.state.size - self._signed >= self._checkpoint_every:
             await self._sign_quietly()
+        return True
 
     def _segment(self, size: int) -> Segment:
         """The segment this batch goes to: the open one while it has room and is today's (a
@@ -262,6 +268,7 @@ class Recorder:
     def _failed(self, batch: list[_Pending], exc: BaseException) -> None:
         """Refuse the calls that waited; keep the rest for the next batch (bounded)."""
         _log.error("recording failed: %s", exc)
+        self._failing = True
         kept: list[_Pending] = []
         for pending in batch:
             pending.record.pop("i", None)

@@ -23,6 +23,11 @@ from typing import Any, Protocol
 import fsspec
 from fsspec.asyn import AsyncFileSystem
 
+OBJECT_TIMEOUT = 30.0
+"""Seconds an object store has for one operation: a store that accepts connections but stops
+answering must fail the calls waiting on it, not hold them (aiobotocore's own timeouts do not
+cover a PUT waiting for `100 Continue`)."""
+
 
 class StorageError(Exception):
     """The store could not do what was asked; nothing may be forwarded on its behalf."""
@@ -89,7 +94,14 @@ class LocalStorage:
                 view = view[written:]
             self._dirty.add(descriptor)
         except OSError as exc:
+            self._forget(path)  # reopened next time: the file may have been repaired or replaced
             raise _explain(self.url, f"append to {path}", exc) from exc
+
+    def _forget(self, path: str) -> None:
+        descriptor = self._open.pop(path, None)
+        if descriptor is not None:
+            self._dirty.discard(descriptor)
+            os.close(descriptor)
 
     def _descriptor(self, path: str) -> int:
         file = self.root / path
@@ -146,6 +158,10 @@ class LocalStorage:
     async def truncate(self, path: str, size: int) -> None:
         try:
             os.truncate(self.root / path, size)
+        except FileNotFoundError as exc:
+            if size:
+                raise _explain(self.url, f"truncate {path}", exc) from exc
+            # never created (the failed append could not open it): nothing to cut
         except OSError as exc:
             raise _explain(self.url, f"truncate {path}", exc) from exc
 
@@ -215,13 +231,19 @@ class ObjectStorage:
 
     async def _call(self, action: str, method: str, path: str, *args: Any) -> Any:
         try:
-            fs = await self._filesystem()
-            args = (f"{self._root}/{path}" if path else self._root, *args)
-            if self._async:
-                return await getattr(fs, f"_{method}")(*args)
-            return await asyncio.to_thread(getattr(fs, method), *args)
+            async with asyncio.timeout(OBJECT_TIMEOUT):
+                fs = await self._filesystem()
+                args = (f"{self._root}/{path}" if path else self._root, *args)
+                if self._async:
+                    return await getattr(fs, f"_{method}")(*args)
+                return await asyncio.to_thread(getattr(fs, method), *args)
         except FileNotFoundError:
             raise
+        except TimeoutError as exc:
+            reason = f"no answer within {OBJECT_TIMEOUT:g} s"
+            raise StorageError(
+                f"could not {action} in the recording store {self.url} ({reason})"
+            ) from exc
         except Exception as exc:  # each backend has its own errors; all mean "not done"
             raise _explain(self.url, action, exc) from exc
 
@@ -255,4 +277,7 @@ class ObjectStorage:
         await self.write(path, data[:size])
 
     async def close(self) -> None:
-        return None
+        client = getattr(self._fs, "_s3", None)  # s3fs's aiobotocore client, if one was made
+        if self._async and client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()

@@ -144,7 +144,8 @@ async def _verify_log(
             tree.append(leaf)
             root = roots.get(tree.size)
             if root is not None and root != tree.root():
-                position = first_problem.position if first_problem else None
+                # with the chain intact up to here, the last record it covers is one that differs
+                position = first_problem.position if first_problem else tree.size - 1
                 result.problems.append(
                     Problem(
                         "checkpoint",
