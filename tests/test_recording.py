@@ -38,6 +38,7 @@ from geogate.demo import DemoSettings, create_demo_app
 from geogate.recording import AuditKey, Checkpoint, Recorder, Storage, calls, open_storage
 from geogate.recording.log import Record, encode, origin
 from geogate.recording.merkle import Tree, leaf_hash
+from geogate.recording.storage import LocalStorage
 from geogate.recording.verify import Report, verify
 from geogate.store import open_store
 from tests.servers import free_port, run_asgi
@@ -281,6 +282,53 @@ async def test_a_torn_last_line_is_cut_off_at_start(log: Log, tmp_path: Path) ->
     assert report.logs[0].records == 32
 
 
+async def test_a_restart_reads_only_what_came_after_the_saved_state(
+    tmp_path: Path, clock: Clock
+) -> None:
+    clock.shift = -timedelta(days=1)
+    first = await Recorder.start(settings(tmp_path), None)
+    await record(first, range(5))  # records 0-9 in yesterday's segment
+    clock.shift = timedelta()
+    await record(first, range(5, 10))  # records 10-19 in today's
+    await first.close()  # signs and saves where the log stands
+    read: list[str] = []
+    original = LocalStorage.read
+
+    async def counting(self: LocalStorage, path: str) -> bytes:
+        read.append(path.rpartition("/")[2])
+        return await original(self, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalStorage, "read", counting)
+        again = await Recorder.start(settings(tmp_path), None)
+    assert "0000000000000000.jsonl" not in read  # yesterday's segment was not read again
+    assert again.state.size == 20 and again.state.tree.root() == first.state.tree.root()
+    assert await record(again, range(10, 12)) == [20, 22]
+    await again.close()
+    report = await checked(tmp_path)
+    assert report.ok, report.to_json()
+
+
+@pytest.mark.parametrize("damage", ["garbled", "ahead of the log"])
+async def test_a_saved_state_that_does_not_hold_is_not_trusted(tmp_path: Path, damage: str) -> None:
+    first = await Recorder.start(settings(tmp_path), None)
+    await record(first, range(5))
+    await first.close()
+    log = Log(tmp_path, first.log)
+    state = tmp_path / "rec/logs" / first.log / "state.json"
+    if damage == "garbled":
+        state.write_text('{"size": 10, "frontier": ["zz"]')
+    else:  # a power cut lost the last lines the saved state counts
+        log.write_lines(log.lines()[:6])
+    again = await Recorder.start(settings(tmp_path), None)
+    expected = 10 if damage == "garbled" else 6
+    assert again.state.size == expected  # counted from the records themselves
+    assert await record(again, range(5, 6)) == [expected]
+    await again.close()
+    lines = log.lines()
+    assert [json.loads(line)["i"] for line in lines] == list(range(expected + 2))
+
+
 # --- tampering ------------------------------------------------------------------------------
 
 
@@ -312,8 +360,8 @@ async def test_swapped_records_are_found_at_their_position(log: Log, tmp_path: P
     log.write_lines(lines)
     report = await checked(tmp_path)
     kind, position = found(report)[0]
-    # record 13 stands at 12: what the chain shows first is record 12 missing there
-    assert position == 12 and kind in ("removed", "reordered")
+    # record 13 stands at 12, and record 12 turns up right after it
+    assert (kind, position) == ("reordered", 12)
     assert not report.ok
 
 
@@ -453,6 +501,7 @@ async def test_retention_deletes_old_segments_and_the_log_still_verifies(
     assert sorted(path.name for path in folder.iterdir()) == [
         "0000000000000000.hashes",
         "0000000000000010.jsonl",
+        "state.json",  # where the log stood at its last checkpoint, for a fast restart
     ]
     hashes = (folder / "0000000000000000.hashes").read_bytes()
     assert hashes == b"".join(leaf_hash(line) for line in old.splitlines())

@@ -154,20 +154,79 @@ def leaf_of(stored: Stored) -> bytes:
     return stored.line if stored.deleted else leaf_hash(stored.line)
 
 
+def state_path(log: str) -> str:
+    return f"{segment_folder(log)}/state.json"
+
+
+def saved(state: LogState) -> bytes:
+    """Where a log stood, so a restart reads only what was written since, not the whole log.
+
+    It is a shortcut, never evidence: verification recomputes everything from the records."""
+    segments = [
+        [s.first, s.last, s.size, s.opened, s.newest and timestamp(s.newest), s.deleted]
+        for s in state.segments
+    ]
+    return encode(
+        {
+            "size": state.size,
+            "frontier": [node.hex() for node in state.tree.frontier],
+            "prev": state.prev.hex(),
+            "segments": segments,
+        }
+    )
+
+
+def _restored(data: bytes) -> LogState | None:
+    try:
+        document = json.loads(data)
+        segments = [
+            Segment(first, last, size, opened, newest and parse_time(newest), deleted)
+            for first, last, size, opened, newest, deleted in document["segments"]
+        ]
+        tree = Tree(document["size"], [bytes.fromhex(node) for node in document["frontier"]])
+        return LogState(tree, bytes.fromhex(document["prev"]), segments)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 async def recover(storage: Storage, log: str) -> LogState:
-    """Rebuild a log's state from the store, cutting off a torn last line (a write that a
-    crash interrupted: never acknowledged, so no call was forwarded on its strength)."""
-    state = LogState()
-    reader = LogReader(storage, log)
-    segments = await reader.segments()
+    """Rebuild a log's state: from its saved state and the records written after it, or from
+    all its records. A torn last line (a write a crash interrupted: never acknowledged, so no
+    call was forwarded on its strength) is cut off."""
+    segments = await LogReader(storage, log).segments()
+    try:
+        state = _restored(await storage.read(state_path(log)))
+    except FileNotFoundError:
+        state = None
+    if state is not None and _agrees(state, segments):
+        resumed = await _read_on(storage, log, segments, state)
+        if resumed is not None:
+            return resumed
+    state = await _read_on(storage, log, segments, LogState())
+    assert state is not None  # from nothing, every record is read
+    return state
+
+
+async def _read_on(
+    storage: Storage, log: str, segments: list[tuple[int, str]], state: LogState
+) -> LogState | None:
+    """`state` moved on by the records after it; None if they contradict it (fewer lines
+    than it counted: its last records were never flushed before a power cut)."""
+    known = {segment.first for segment in state.segments[:-1]}
+    counted = state.size
+    if state.segments:
+        state.segments.pop()  # the last saved segment may have grown since: read again
     for first, name in segments:
+        if first in known:
+            continue
         path = f"{segment_folder(log)}/{name}"
         data = await storage.read(path)
         if name.endswith(".hashes"):
             count = len(data) // 32
             for offset in range(0, count * 32, 32):
-                state.tree.append(data[offset : offset + 32])
-                state.prev = data[offset : offset + 32]
+                if first + offset // 32 >= state.size:
+                    state.tree.append(data[offset : offset + 32])
+                    state.prev = data[offset : offset + 32]
             state.segments.append(Segment(first, first + count - 1, 0, "", None, deleted=True))
             continue
         good = data.rfind(b"\n") + 1
@@ -178,17 +237,26 @@ async def recover(storage: Storage, log: str) -> LogState:
         for line in data.split(b"\n"):
             if not line:
                 continue
-            leaf = leaf_hash(line)
-            state.tree.append(leaf)
-            state.prev = leaf
             segment.last += 1
+            if segment.last >= state.size:
+                leaf = leaf_hash(line)
+                state.tree.append(leaf)
+                state.prev = leaf
             record = _parsed(line)
             if record is not None and isinstance(record.get("at"), str):
                 moment = parse_time(record["at"])
                 segment.newest = moment
                 segment.opened = segment.opened or moment.strftime("%Y-%m-%d")
         state.segments.append(segment)
-    return state
+    end = state.segments[-1].last + 1 if state.segments else 0
+    return state if end == state.size >= counted else None
+
+
+def _agrees(state: LogState, segments: list[tuple[int, str]]) -> bool:
+    """Whether the saved state describes the segments the store holds (else: read them all)."""
+    firsts = [first for first, _ in segments]
+    saved_firsts = [segment.first for segment in state.segments]
+    return bool(saved_firsts) and firsts[: len(saved_firsts)] == saved_firsts
 
 
 def seal(state: LogState, records: list[Record]) -> tuple[bytes, Tree, bytes]:

@@ -45,9 +45,11 @@ from geogate.recording.log import (
     ordered,
     origin,
     recover,
+    saved,
     seal,
     segment_folder,
     segment_name,
+    state_path,
     timestamp,
 )
 from geogate.recording.merkle import leaf_hash
@@ -187,6 +189,9 @@ class Recorder:
 
     async def close(self) -> None:
         await self.drain()
+        if self._pending:  # the store is down: what could not wait is lost, and counted
+            LOST.inc(len(self._pending))
+            self._pending = []
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -209,6 +214,12 @@ class Recorder:
                 self._idle.clear()
                 try:
                     stored = await self._write(batch)
+                except Exception as exc:  # a bug here must not stop recording for good
+                    _log.exception("recording failed")
+                    for pending in batch:
+                        if pending.done is not None and not pending.done.done():
+                            pending.done.set_exception(RecordingUnavailable(repr(exc)))
+                    stored = False
                 finally:
                     self._idle.set()
                 if not stored:  # retried with the next record handed in, not in a busy loop
@@ -291,11 +302,13 @@ class Recorder:
         """Sign the log as it stands (after flushing it), if it grew since the last one."""
         if self.state.size == self._signed:
             return None
-        await self.storage.sync()
         checkpoint = Checkpoint(origin(self.log), self.state.size, self.state.tree.root())
+        snapshot = saved(self.state)  # taken with the checkpoint: both cover what is flushed
+        await self.storage.sync()
         note = self.key.sign(checkpoint)
         await self.storage.write(checkpoint_path(self.log, checkpoint.size), note)
-        self._signed = checkpoint.size
+        await self.storage.write(state_path(self.log), snapshot)
+        self._signed = max(self._signed, checkpoint.size)
         if self.witness is not None:
             try:
                 await self.witness.write(checkpoint_path(self.log, checkpoint.size), note)
@@ -342,6 +355,8 @@ class Recorder:
                     }
                 )
                 await self.storage.delete(f"{folder}/{segment_name(segment.first)}")
+            except FileNotFoundError:
+                pass  # deleted already: retention stopped after the deletion last time
             except (StorageError, RecordingUnavailable) as exc:
                 _log.error("retention could not delete segment %d: %s", segment.first, exc)
                 return

@@ -111,8 +111,11 @@ class LocalStorage:
         if created:  # a new file's name must survive a power cut too
             _sync_folder(file.parent)
         for other in list(self._open):  # the log appends to one segment at a time
-            os.close(self._open.pop(other))
-        self._dirty.clear()
+            closing = self._open.pop(other)
+            if closing in self._dirty:  # its last batches must reach the disk too
+                os.fdatasync(closing)
+                self._dirty.discard(closing)
+            os.close(closing)
         self._open[path] = descriptor
         return descriptor
 
@@ -177,7 +180,7 @@ def _sync_all(descriptors: list[int]) -> None:
         try:
             os.fdatasync(descriptor)
         except OSError as exc:
-            if exc.errno != errno.EBADF:  # closed by a segment switch: synced by then
+            if exc.errno != errno.EBADF:  # closed by a segment switch, which flushed it
                 raise
 
 

@@ -135,6 +135,13 @@ async def _verify_log(
             leaf = leaf_of(stored)
             if first_problem is None:
                 first_problem = _check_link(stored, prev)
+            elif first_problem.kind == "removed" and _claims(stored, first_problem.position):
+                first_problem = Problem(  # not missing after all: it comes later
+                    "reordered",
+                    f"record {first_problem.position} appears at position {stored.position}: "
+                    "records were reordered",
+                    first_problem.position,
+                )
             if stored.deleted:
                 result.deleted += 1
                 retained.setdefault(stored.segment, []).append(leaf)
@@ -201,6 +208,10 @@ async def _verify_log(
                 )
             )
     return result
+
+
+def _claims(stored: Stored, position: int | None) -> bool:
+    return stored.record is not None and stored.record.get("i") == position
 
 
 def _check_link(stored: Stored, prev: bytes) -> Problem | None:
