@@ -344,6 +344,10 @@ def _text_chunks(reply: dict[str, Any]) -> list[tuple[float, str]]:
     return found
 
 
+SCHEDULER_SLACK = 0.015
+"""Seconds a busy CI machine may take to wake the replay after its sleep."""
+
+
 def test_replay_keeps_the_recorded_pace(recorded: Recorded) -> None:
     session = local_session(recorded, recorded.alice)
     call, reply = _streamed_chat(session)
@@ -365,9 +369,12 @@ def test_replay_keeps_the_recorded_pace(recorded: Recorded) -> None:
         assert [text for _, text in played[1:]] == [text for _, text in recorded_chunks]
         offsets = [0.0] + [at / 1000 / speed for at, _ in recorded_chunks]
         for index in range(1, len(played)):
-            expected = offsets[index] - offsets[index - 1]
-            measured = played[index][0] - played[index - 1][0]
-            assert abs(measured - expected) <= 0.1 * expected + 0.004, (speed, index)
+            # each chunk at its recorded time since the reply began, within 10% (plus what
+            # a loaded machine may take to wake a sleeper: replay never runs ahead, and a
+            # late chunk does not delay the next one)
+            measured = played[index][0] - played[0][0]
+            assert offsets[index] <= measured + 0.001, (speed, index)
+            assert measured <= 1.1 * offsets[index] + SCHEDULER_SLACK, (speed, index)
 
 
 def _timed_writes(session: Session, speed: float) -> list[tuple[float, str]]:
