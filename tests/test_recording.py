@@ -229,20 +229,37 @@ def rewrite(log: Log, key: AuditKey, change: Callable[[list[Record]], None]) -> 
 # --- group commit, restart -----------------------------------------------------------------
 
 
-async def test_group_commit_stores_concurrent_calls_in_few_appends(tmp_path: Path) -> None:
-    recorder = await Recorder.start(settings(tmp_path), None)
+@pytest.mark.parametrize("sync", ["0s", "10ms"])
+async def test_group_commit_flushes_concurrent_calls_together(tmp_path: Path, sync: str) -> None:
+    """A disk flush per batch, never per call: with `sync: 0s` the calls that arrive while
+    one batch is flushed go together in the next (one append, one flush); flushed on a timer,
+    each call appends its own record at once (the append does not wait) and the timer
+    flushes them all."""
+    recorder = await Recorder.start(settings(tmp_path, sync=sync), None)
     appends: list[int] = []
-    real_append = recorder.storage.append
+    flushes: list[int] = []
+    real_append, real_sync = recorder.storage.append, recorder.storage.sync
 
     async def counted(path: str, data: bytes) -> None:
         appends.append(data.count(b"\n"))
         await real_append(path, data)
 
+    async def flushed() -> None:
+        flushes.append(sum(appends))
+        await real_sync()
+
     recorder.storage.append = counted  # type: ignore[method-assign]
+    recorder.storage.sync = flushed  # type: ignore[method-assign]
     positions = await asyncio.gather(*(recorder.write_ahead(call(n)) for n in range(200)))
-    await recorder.close()
     assert sorted(positions) == list(range(200))  # each its own place, no gap
-    assert sum(appends) == 200 and len(appends) <= 10  # batches, not one write per record
+    assert sum(appends) == 200
+    if sync == "0s":
+        assert len(appends) <= 10 and len(flushes) <= 10  # batches, not a write per record
+        assert flushes[-1] == 200  # every record flushed before its call went on
+    else:
+        await asyncio.sleep(0.05)
+        assert len(set(flushes)) <= 10 and flushes[-1] == 200  # the timer flushed them all
+    await recorder.close()
     log = Log(tmp_path, recorder.log)
     assert [json.loads(line)["i"] for line in log.lines()] == list(range(200))
     by_request = {json.loads(line)["request_id"]: json.loads(line)["i"] for line in log.lines()}

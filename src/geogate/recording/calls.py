@@ -16,6 +16,7 @@ import base64
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from geogate.recording.log import Record, parse_time
@@ -185,15 +186,18 @@ def refused(
     }
 
 
-def index_row(log: str, position: int, record: Record) -> tuple[str, dict[str, Any]] | None:
-    """("add" | "finish", columns) for the session index, or None for other records."""
+def index_row(
+    log: str, position: int, record: Record, at: datetime | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """("add" | "finish", columns) for the session index, or None for other records; `at` is
+    the record's time when the caller has it (else read from the record)."""
     kind = record.get("kind")
     if kind in ("call", "refused"):
         return "add", {
             "request_id": record["request_id"],
             "session_key": record["session_key"],
             "session": record["session"],
-            "at": parse_time(record["at"]),
+            "at": at or parse_time(record["at"]),
             "subject": record.get("subject"),
             "user": record.get("user"),
             "connection": record.get("connection"),

@@ -46,11 +46,16 @@ def origin(log: str) -> str:
 
 
 def timestamp(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """`2026-12-02T21:10:00.123456Z` (UTC, microseconds)."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None or text[-1:] != "Z":
+        raise ValueError(f"{text!r} is not a UTC timestamp")
+    return moment
 
 
 def encode(record: Mapping[str, Any]) -> bytes:
@@ -259,15 +264,16 @@ def _agrees(state: LogState, segments: list[tuple[int, str]]) -> bool:
     return bool(saved_firsts) and firsts[: len(saved_firsts)] == saved_firsts
 
 
-def seal(state: LogState, records: list[Record]) -> tuple[bytes, Tree, bytes]:
-    """Number and chain `records` onto the log; returns their lines, the tree and last leaf
-    they lead to. The state itself moves on only once the lines are stored (`advance`)."""
+def seal(state: LogState, records: list[Record], at: str) -> tuple[bytes, Tree, bytes]:
+    """Number, time and chain `records` onto the log; returns their lines, the tree and last
+    leaf they lead to. The state itself moves on only once the lines are stored."""
     tree = state.tree.copy()
     prev = state.prev
     lines: list[bytes] = []
     for record in records:
         record["i"] = tree.size
         record["prev"] = prev.hex()
+        record["at"] = at
         line = encode(record)
         lines.append(line)
         prev = leaf_hash(line)
@@ -276,6 +282,7 @@ def seal(state: LogState, records: list[Record]) -> tuple[bytes, Tree, bytes]:
 
 
 def ordered(record: Mapping[str, Any]) -> Record:
-    """The record with its header fields first, so lines read well in a text editor."""
-    head = {"v": VERSION, "i": 0, "prev": "", "at": record.get("at") or timestamp()}
+    """The record with its header fields first, so lines read well in a text editor (`seal`
+    fills them in: position, previous leaf, and the time of the batch it is written in)."""
+    head = {"v": VERSION, "i": 0, "prev": "", "at": ""}
     return head | {key: value for key, value in record.items() if key not in head}

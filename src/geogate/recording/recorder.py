@@ -85,8 +85,8 @@ class _IndexQueue:
     added: list[dict[str, Any]] = field(default_factory=list)
     finished: list[dict[str, Any]] = field(default_factory=list)
 
-    def put(self, log: str, position: int, record: Record) -> None:
-        row = calls.index_row(log, position, record)
+    def put(self, log: str, position: int, record: Record, at: datetime | None = None) -> None:
+        row = calls.index_row(log, position, record, at)
         if row is not None:
             (self.added if row[0] == "add" else self.finished).append(row[1])
 
@@ -112,6 +112,8 @@ class Recorder:
         self.index = index
         self.content = settings.content
         self._sync_every = settings.sync
+        self._direct = storage.appends and settings.sync > 0
+        """Whether a lone record is appended by its caller (see `write_ahead`)."""
         self._checkpoint_every = settings.checkpoints.records
         self._checkpoint_interval = settings.checkpoints.interval
         self._retention = settings.retention
@@ -167,10 +169,20 @@ class Recorder:
     # --- what the data path calls --------------------------------------------------------
 
     async def write_ahead(self, record: Record) -> int:
-        """Store `record` before the caller goes on; returns its position in the log."""
+        """Store `record` before the caller goes on; returns its position in the log.
+
+        With nothing else being written, a local folder that is flushed on a timer takes the
+        record at once: the append does not wait, so handing it to the writer task would only
+        add two trips through the event loop. Otherwise it joins the next batch."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(ordered(record), done))
-        self._wake.set()
+        pending = _Pending(ordered(record), done)
+        if self._direct and self._idle.is_set() and not self._pending and self._cut is None:
+            await self._batch([pending])
+            if self._pending:
+                self._wake.set()
+        else:
+            self._pending.append(pending)
+            self._wake.set()
         return await done
 
     def append(self, record: Record) -> None:
@@ -209,28 +221,33 @@ class Recorder:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._pending and self._idle.is_set():
                 batch, self._pending = self._pending, []
-                self._idle.clear()
-                try:
-                    stored = await self._write(batch)
-                except Exception as exc:  # a bug here must not stop recording for good
-                    _log.exception("recording failed")
-                    for pending in batch:
-                        if pending.done is not None and not pending.done.done():
-                            pending.done.set_exception(RecordingUnavailable(repr(exc)))
-                    stored = False
-                finally:
-                    self._idle.set()
-                if not stored:  # retried with the next record handed in, not in a busy loop
-                    break
+                if not await self._batch(batch):
+                    break  # retried with the next record handed in, not in a busy loop
+
+    async def _batch(self, batch: list[_Pending]) -> bool:
+        """Write one batch, with nothing else writing meanwhile; whether it was stored."""
+        self._idle.clear()
+        try:
+            return await self._write(batch)
+        except Exception as exc:  # a bug here must not stop recording for good
+            _log.exception("recording failed")
+            for pending in batch:
+                if pending.done is not None and not pending.done.done():
+                    pending.done.set_exception(RecordingUnavailable(repr(exc)))
+            return False
+        finally:
+            self._idle.set()
 
     async def _write(self, batch: list[_Pending]) -> bool:
         records = [pending.record for pending in batch]
         first = self.state.size
+        now = datetime.now(UTC)
+        at = timestamp(now)
         try:
-            data, tree, prev = seal(self.state, records)
-            segment = self._segment(len(data))
+            data, tree, prev = seal(self.state, records, at)
+            segment = self._segment(len(data), at[:10])
             path = f"{segment_folder(self.log)}/{segment_name(segment.first)}"
             if self._cut is not None:
                 await self.storage.truncate(*self._cut)
@@ -251,20 +268,19 @@ class Recorder:
             self.state.segments.append(segment)
         segment.last = tree.size - 1
         segment.size += len(data)
-        segment.newest = datetime.now(UTC)
+        segment.newest = now
         self.state.tree, self.state.prev = tree, prev
         for offset, pending in enumerate(batch):
-            self._indexing.put(self.log, first + offset, pending.record)
+            self._indexing.put(self.log, first + offset, pending.record, now)
             if pending.done is not None and not pending.done.done():
                 pending.done.set_result(first + offset)
         if self.state.size - self._signed >= self._checkpoint_every:
             await self._sign_quietly()
         return True
 
-    def _segment(self, size: int) -> Segment:
+    def _segment(self, size: int, today: str) -> Segment:
         """The segment this batch goes to: the open one while it has room and is today's (a
         local folder), or a new one (every batch of an object store is an object)."""
-        today = datetime.now(UTC).strftime("%Y-%m-%d")
         current = self.state.segments[-1] if self.state.segments else None
         if (
             self.storage.appends

@@ -120,6 +120,8 @@ class LocalStorage:
         return descriptor
 
     async def sync(self) -> None:
+        if not self._dirty:
+            return
         dirty, self._dirty = list(self._dirty), set()
         try:
             await asyncio.to_thread(_sync_all, dirty)
