@@ -1230,3 +1230,13 @@ def test_check_config_notes_unsupported_types_at_their_line(tmp_path: Path) -> N
     (note,) = check_config(path, env={}).notes
     assert note.line == 4
     assert note.message.startswith("note: connection type 'mcp' is not supported yet")
+
+
+def test_a_recording_store_that_cannot_be_opened_is_an_error_at_its_line() -> None:
+    text = "version: 1\ngateway:\n  recordings:\n    store: gs://audit/geogate\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, filename="geogate.yaml")
+    assert "geogate.yaml:4: gateway.recordings.store" in str(caught.value)
+    assert "gcsfs" in str(caught.value)  # what to install
+    s3 = parse_config(text.replace("gs://", "s3://"), filename="geogate.yaml")
+    assert s3.gateway.recordings.store == "s3://audit/geogate"

@@ -113,6 +113,21 @@ class Recordings(Model):
     """How often records are flushed to disk; `0s` flushes before each call is forwarded."""
     checkpoints: Checkpoints = Checkpoints()
 
+    @field_validator("store", "witness")
+    @classmethod
+    def _usable_store(cls, url: str | None) -> str | None:
+        """A store the gateway can open: a folder, or an fsspec protocol whose package is
+        installed (`gs://` needs gcsfs, `az://` adlfs), found now rather than at the first call."""
+        if url is None or url.startswith("file://") or "://" not in url:
+            return url
+        import fsspec  # here, not at the top: only a policy with an object store needs it
+
+        try:
+            fsspec.get_filesystem_class(url.partition("://")[0])
+        except (ImportError, ValueError) as exc:
+            raise ValueError(f"cannot store recordings at {url}: {exc}") from None
+        return url
+
 
 class Gateway(Model):
     region: str | None = None
