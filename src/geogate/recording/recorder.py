@@ -65,8 +65,9 @@ LOST = Counter(
     "was full); write-ahead records are never lost: their calls are refused instead.",
 )
 BACKLOG = 10_000
-INDEX_INTERVAL = 0.25
-"""Seconds between writes of the session index: `sessions list` is at most this far behind."""
+INDEX_INTERVAL = 1.0
+"""Seconds between writes of the session index: `sessions list` shows a call at most this
+long after it ended."""
 
 
 class RecordingUnavailable(Exception):
@@ -82,13 +83,45 @@ class _Pending:
 
 @dataclass(slots=True)
 class _IndexQueue:
-    added: list[dict[str, Any]] = field(default_factory=list)
-    finished: list[dict[str, Any]] = field(default_factory=list)
+    """Rows on their way to the session index. A call's row waits for its reply, so each call
+    is one insert; the log's mark stays at the first call still open, so after a crash the
+    gateway indexes again from there."""
+
+    done: list[dict[str, Any]] = field(default_factory=list)
+    late: list[dict[str, Any]] = field(default_factory=list)
+    """Replies to calls whose row was written before them (by the process before a restart)."""
+    open: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    floor: int | None = None
+    """The first position whose row was dropped (the store failed too long): the mark stays
+    below it, so the next start indexes it again."""
 
     def put(self, log: str, position: int, record: Record, at: datetime | None = None) -> None:
         row = calls.index_row(log, position, record, at)
-        if row is not None:
-            (self.added if row[0] == "add" else self.finished).append(row[1])
+        if row is None:
+            return
+        kind, columns = row
+        if kind == "finish":
+            held = self.open.pop(columns["request_id"], None)
+            if held is None:
+                self.late.append(columns)
+            else:
+                held[1].update(columns)
+                self.done.append(held[1])
+        elif record.get("kind") == "call":
+            self.open[columns["request_id"]] = (position, columns)
+        else:
+            self.done.append(columns)
+
+    def close_open(self) -> None:
+        """Calls that will get no reply (the process that forwarded them has stopped)."""
+        self.done += [row for _, row in self.open.values()]
+        self.open.clear()
+
+    def mark(self, size: int) -> int:
+        marks = [position for position, _ in self.open.values()]
+        if self.floor is not None:
+            marks.append(self.floor)
+        return min(marks, default=size)
 
 
 class Recorder:
@@ -211,6 +244,7 @@ class Recorder:
         with contextlib.suppress(StorageError):
             await self._flush()
             await self.checkpoint()
+        self._indexing.close_open()
         await self._write_index()
         await self.storage.close()
         os.close(self._lock)
@@ -383,22 +417,29 @@ class Recorder:
     async def _write_index(self) -> None:
         if self.index is None:
             return
-        queue, self._indexing = self._indexing, _IndexQueue()
+        queue = self._indexing
+        done, late, queue.done, queue.late = queue.done, queue.late, [], []
         try:
-            await self.index.add(queue.added)
-            await self.index.finish(queue.finished)
-        except Exception as exc:  # the log has it all; the index catches up at next start
-            _log.warning("could not index %d recorded calls: %s", len(queue.added), exc)
+            await self.index.add(self.log, done, queue.mark(self.state.size))
+            await self.index.finish(late)
+        except Exception as exc:  # the log has it all; the index catches up
+            _log.warning("could not index %d recorded calls: %s", len(done) + len(late), exc)
+            if len(queue.done) + len(done) < BACKLOG:
+                queue.done[:0], queue.late[:0] = done, late
+            else:
+                lowest = min((row["first_index"] for row in done), default=self.state.size)
+                queue.floor = min(lowest, queue.floor if queue.floor is not None else lowest)
 
     async def _reindex(self) -> None:
         """Index what the log holds beyond the index (the last batches before a crash)."""
         assert self.index is not None
-        last = await self.index.last_index(self.log)
-        if last >= self.state.size - 1:
+        start = await self.index.indexed_to(self.log)
+        if start >= self.state.size:
             return
-        async for stored in LogReader(self.storage, self.log).records(last + 1):
+        async for stored in LogReader(self.storage, self.log).records(start):
             if stored.record is not None:
                 self._indexing.put(self.log, stored.position, stored.record)
+        self._indexing.close_open()  # their process is gone: no reply will come
         await self._write_index()
 
     async def _every(self, seconds: float, job: Any) -> None:

@@ -207,3 +207,14 @@ class RecordedCall(Base):
     log: Mapped[str] = mapped_column(String(128))
     first_index: Mapped[int] = mapped_column(BigInteger)
     last_index: Mapped[int] = mapped_column(BigInteger)
+
+
+class RecordedLog(Base):
+    """How far the index has taken each recording log: a restart indexes from there."""
+
+    __tablename__ = "recorded_logs"
+
+    log: Mapped[str] = mapped_column(String(128), primary_key=True)
+    indexed_to: Mapped[int] = mapped_column(BigInteger)
+    """Every record before this position is indexed, or is a call still waiting for its
+    reply (whose row is written with the reply)."""

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from geogate.store.models import RecordedCall, UtcDateTime
+from geogate.store.models import RecordedCall, RecordedLog, UtcDateTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +69,21 @@ class RecordIndex:
         self._engine = engine
         self._writer = writer
 
-    async def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Index calls; a call indexed already (the log read again after a crash) is kept."""
-        if not rows:
-            return
+    async def add(self, log: str, rows: Sequence[Mapping[str, Any]], indexed_to: int) -> None:
+        """Index finished calls of `log` (a call indexed already, the log read again after a
+        crash, is kept) and move its mark on to `indexed_to`, in one transaction."""
         dialect = self._writer.dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(RecordedCall).on_conflict_do_nothing(index_elements=["request_id"])
+        calls = insert(RecordedCall).on_conflict_do_nothing(index_elements=["request_id"])
+        mark = insert(RecordedLog).values(log=log, indexed_to=indexed_to)
+        mark = mark.on_conflict_do_update(index_elements=["log"], set_={"indexed_to": indexed_to})
         async with self._writer.begin() as conn:
-            await conn.execute(statement, [dict(row) for row in rows])
+            if rows:
+                await conn.execute(calls, [dict(row) for row in rows])
+            await conn.execute(mark)
 
     async def finish(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Fill in outcomes: rows of `request_id` and the `FINISHED` columns."""
+        """Fill in outcomes of calls indexed before their reply (`request_id` and `FINISHED`)."""
         if not rows:
             return
         statement = (
@@ -93,6 +96,13 @@ class RecordIndex:
         ]
         async with self._writer.begin() as conn:
             await conn.execute(statement, values)  # one statement, executed for every row
+
+    async def indexed_to(self, log: str) -> int:
+        """Where indexing `log` goes on from after a restart (0: from its start)."""
+        query = select(RecordedLog.indexed_to).where(RecordedLog.log == log)
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        return 0 if value is None else int(value)
 
     async def last_index(self, log: str) -> int:
         """The highest log position indexed for `log`, -1 when none."""

@@ -64,7 +64,8 @@ _SERVICE_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "geogate_write"
 """Execution option marking a connection whose transactions take the SQLite write lock at BEGIN."""
-_BUSY_TIMEOUT_MS = 5000
+_BUSY_TIMEOUT_MS = 15_000
+"""How long a write waits for another process's (workers, the CLI, a migration at start)."""
 _MIGRATION_BUSY_TIMEOUT_MS = 60_000
 """Processes starting together migrate one after the other, each holding the write lock while
 alembic runs (a second or more on a loaded machine): the last in line may wait that long."""

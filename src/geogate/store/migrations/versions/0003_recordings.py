@@ -40,7 +40,14 @@ def upgrade() -> None:
     )
     for column in ("session_key", "at", "user", "connection"):
         op.create_index(f"ix_recorded_calls_{column}", "recorded_calls", [column])
+    op.create_table(
+        "recorded_logs",
+        sa.Column("log", sa.String(128), nullable=False),
+        sa.Column("indexed_to", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("log", name="pk_recorded_logs"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("recorded_logs")
     op.drop_table("recorded_calls")
