@@ -88,4 +88,7 @@ class Tree:
         return root
 
     def copy(self) -> Tree:
-        return Tree(self._size, self._frontier)
+        """A tree that goes on independently (without checking again what is known valid)."""
+        twin = Tree.__new__(Tree)
+        twin._size, twin._frontier = self._size, self._frontier.copy()
+        return twin
