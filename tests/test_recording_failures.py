@@ -14,6 +14,7 @@ import asyncio
 import errno
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -139,6 +140,31 @@ def test_a_log_folder_replaced_by_a_file_refuses_calls(
         aside.rename(log)
         assert ask(gw, key)
     assert [kind for kind, _ in kinds(rec)] == ["call", "reply", "refused", "call", "reply"]
+    report = asyncio.run(verified(open_storage(f"file://{rec}"), tmp_path))
+    assert report.ok, report.to_json()
+
+
+@pytest.mark.usefixtures("one_segment_per_batch")
+def test_a_read_only_log_folder_refuses_calls(
+    tmp_path: Path, upstream: tuple[Upstream, str]
+) -> None:
+    """Read-only for root too: the immutable attribute (`chattr +i`), which root's
+    privileges do not override the way they override file modes."""
+    app, url = upstream
+    rec = tmp_path / "recordings"
+    with run_gateway(tmp_path, policy(tmp_path, url, {"store": f"file://{rec}"})) as gw:
+        key = gw.create_key("alice@example.com", groups=["support"])
+        assert ask(gw, key)
+        settle(rec, 2)
+        (log,) = (rec / "logs").iterdir()
+        subprocess.run(["chattr", "+i", str(log)], check=True)
+        try:
+            reached = app.requests
+            refused(gw, key, "it is not writable")
+            assert app.requests == reached
+        finally:
+            subprocess.run(["chattr", "-i", str(log)], check=True)
+        assert ask(gw, key)
     report = asyncio.run(verified(open_storage(f"file://{rec}"), tmp_path))
     assert report.ok, report.to_json()
 
