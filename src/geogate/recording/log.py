@@ -14,7 +14,9 @@ a rewrite of the whole log (or of its end) show too. A record's leaf is its line
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+import re
+from bisect import bisect_right
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,8 @@ import orjson
 from geogate.recording.merkle import Tree, leaf_hash
 from geogate.recording.storage import Storage
 
+_LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
+"""What the recorder names logs (`host.N`)."""
 SEGMENT_BYTES = 64 * 1024 * 1024
 """A local segment is closed past this size (or at the end of its UTC day)."""
 VERSION = 1
@@ -126,6 +130,50 @@ class LogReader:
                 found[int(stem)] = name
         return sorted(found.items())
 
+    async def at(self, positions: Iterable[int]) -> dict[int, Record]:
+        """The records at `positions`, reading each segment that holds one of them once.
+
+        Positions in segments that retention deleted (only leaf hashes are left), or past the
+        end, are absent; so are lines that are not records any more."""
+        if not _LOG_NAME.fullmatch(self.log):  # a name from outside never leaves the store
+            return {}
+        segments = await self.segments()
+        firsts = [first for first, _ in segments]
+        wanted: dict[int, list[int]] = {}
+        for position in sorted(set(positions)):
+            index = bisect_right(firsts, position) - 1
+            if index >= 0 and segments[index][1].endswith(".jsonl"):
+                wanted.setdefault(index, []).append(position)
+        found: dict[int, Record] = {}
+        for index, chosen in wanted.items():
+            first, name = segments[index]
+            lines = await self._lines(name)
+            for position in chosen:
+                record = parsed(lines[position - first]) if position - first < len(lines) else None
+                if record is not None:
+                    found[position] = record
+        return found
+
+    async def between(self, low: int, high: int) -> AsyncIterator[tuple[int, Record]]:
+        """Every record from position `low` to `high`, from the live segments that hold them."""
+        segments = await self.segments()
+        firsts = [first for first, _ in segments]
+        start = max(0, bisect_right(firsts, low) - 1)
+        for first, name in segments[start : bisect_right(firsts, high)]:
+            if not name.endswith(".jsonl"):
+                continue  # deleted by retention: only hashes are left
+            for offset, line in enumerate(await self._lines(name)):
+                record = parsed(line)
+                if record is not None and low <= first + offset <= high:
+                    yield first + offset, record
+
+    async def _lines(self, name: str) -> list[bytes]:
+        try:
+            data = await self.storage.read(f"{segment_folder(self.log)}/{name}")
+        except FileNotFoundError:  # deleted by retention since it was listed
+            return []
+        return [line for line in data.split(b"\n") if line]
+
     async def records(self, start: int = 0) -> AsyncIterator[Stored]:
         """The records from position `start` on (segments wholly before it are not read)."""
         segments = await self.segments()
@@ -146,11 +194,12 @@ class LogReader:
                 if not line:
                     continue
                 if position >= start:
-                    yield Stored(position, line, _parsed(line), first)
+                    yield Stored(position, line, parsed(line), first)
                 position += 1
 
 
-def _parsed(line: bytes) -> Record | None:
+def parsed(line: bytes) -> Record | None:
+    """A record line as a record, or None when it is not one (verification says why)."""
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -250,7 +299,7 @@ async def _read_on(
                 leaf = leaf_hash(line)
                 state.tree.append(leaf)
                 state.prev = leaf
-            record = _parsed(line)
+            record = parsed(line)
             if record is not None and isinstance(record.get("at"), str):
                 moment = parse_time(record["at"])
                 segment.newest = moment

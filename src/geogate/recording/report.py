@@ -15,9 +15,7 @@ period's records, so an auditor can hold them against a witness's copies.
 
 from __future__ import annotations
 
-import bisect
 import html
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -33,7 +31,6 @@ from geogate.recording.log import (
     checkpoint_path,
     origin,
     parse_time,
-    segment_folder,
 )
 from geogate.recording.note import NoteError, Verifier
 from geogate.recording.storage import Storage, open_storage
@@ -342,34 +339,13 @@ async def _read_period(
         low, high = spans.get(row.log, (row.first_index, row.last_index))
         spans[row.log] = (min(low, row.first_index), max(high, row.last_index))
     for log, (low, high) in sorted(spans.items()):
-        reader = LogReader(storage, log)
-        segments = await reader.segments()
-        firsts = [first for first, _ in segments]
-        start = max(0, bisect.bisect_right(firsts, low) - 1)
-        stop = bisect.bisect_right(firsts, high)
-        for first, name in segments[start:stop]:
-            if not name.endswith(".jsonl"):
-                continue  # deleted by retention: only hashes are left
-            data = await storage.read(f"{segment_folder(log)}/{name}")
-            for offset, line in enumerate(line for line in data.split(b"\n") if line):
-                record = _parsed(line)
-                if record is None:
-                    continue
-                position = first + offset
-                records[(log, position)] = record
-                approval = _approval(record, log, position, since, until)
-                if approval is not None:
-                    approvals.append(approval)
+        async for position, record in LogReader(storage, log).between(low, high):
+            records[(log, position)] = record
+            approval = _approval(record, log, position, since, until)
+            if approval is not None:
+                approvals.append(approval)
     approvals.sort(key=lambda approval: approval.at)
     return records, approvals
-
-
-def _parsed(line: bytes) -> Record | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _approval(

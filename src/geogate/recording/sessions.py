@@ -12,9 +12,7 @@ of the admin API, so the CLI reads a remote session into the same type.
 from __future__ import annotations
 
 import json
-import re
-from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -24,12 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from geogate.config import parse_duration
 from geogate.protocols.text import SSE, as_dict, dicts, media_type
 from geogate.recording.calls import body_bytes
-from geogate.recording.log import LogReader, Record, segment_folder
+from geogate.recording.log import LogReader, Record
 from geogate.recording.storage import Storage
 from geogate.store import CallRow, RecordIndex
 from geogate.store.recorded import summarize
 
-_LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
 """A log the recorder writes (`host.N`); the index naming anything else is not followed."""
 _ARGUMENTS_SHOWN = 200
 """A tool call's arguments are cut to this many characters in a conversation."""
@@ -127,7 +124,7 @@ async def load_session(storage: Storage, index: RecordIndex, session_id: str) ->
     wanted: dict[str, set[int]] = {}
     for row in rows:
         wanted.setdefault(row.log, set()).update((row.first_index, row.last_index))
-    found = {log: await read_records(storage, log, positions) for log, positions in wanted.items()}
+    found = {log: await LogReader(storage, log).at(positions) for log, positions in wanted.items()}
     calls: list[RecordedCall] = []
     for row in rows:
         call = _of(row, found[row.log].get(row.first_index))
@@ -142,44 +139,6 @@ async def load_session(storage: Storage, index: RecordIndex, session_id: str) ->
 def _of(row: CallRow, record: Record | None) -> Record | None:
     """`record` if it is about the row's call (the index is a copy, the log the truth)."""
     return record if record is not None and record.get("request_id") == row.request_id else None
-
-
-async def read_records(storage: Storage, log: str, positions: Iterable[int]) -> dict[int, Record]:
-    """The records at `positions` of `log`, reading each segment that holds one once.
-
-    Positions in segments retention deleted (only leaf hashes left) or past the end are absent.
-    """
-    if not _LOG_NAME.fullmatch(log):
-        return {}
-    segments = await LogReader(storage, log).segments()
-    firsts = [first for first, _ in segments]
-    by_segment: dict[int, list[int]] = {}
-    for position in sorted(set(positions)):
-        at = bisect_right(firsts, position) - 1
-        if at >= 0 and segments[at][1].endswith(".jsonl"):
-            by_segment.setdefault(at, []).append(position)
-    found: dict[int, Record] = {}
-    for at, wanted in by_segment.items():
-        first, name = segments[at]
-        try:
-            data = await storage.read(f"{segment_folder(log)}/{name}")
-        except FileNotFoundError:  # deleted by retention since it was listed
-            continue
-        lines = [line for line in data.split(b"\n") if line]
-        for position in wanted:
-            if position - first < len(lines):
-                record = _parsed(lines[position - first])
-                if record is not None:
-                    found[position] = record
-    return found
-
-
-def _parsed(line: bytes) -> Record | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 # --- the conversation -------------------------------------------------------------------------
