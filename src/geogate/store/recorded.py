@@ -7,7 +7,7 @@ the log holds beyond `last_index`, and `geogate audit verify` checks the log, no
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,19 +68,43 @@ class RecordIndex:
     def __init__(self, engine: AsyncEngine, writer: AsyncEngine) -> None:
         self._engine = engine
         self._writer = writer
+        self._compiled: tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]] | None = None
 
     async def add(self, log: str, rows: Sequence[Mapping[str, Any]], indexed_to: int) -> None:
         """Index finished calls of `log` (a call indexed already, the log read again after a
         crash, is kept) and move its mark on to `indexed_to`, in one transaction."""
-        dialect = self._writer.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        calls = insert(RecordedCall).on_conflict_do_nothing(index_elements=["request_id"])
+        insert = postgresql.insert if self._writer.dialect.name == "postgresql" else sqlite.insert
         mark = insert(RecordedLog).values(log=log, indexed_to=indexed_to)
         mark = mark.on_conflict_do_update(index_elements=["log"], set_={"indexed_to": indexed_to})
         async with self._writer.begin() as conn:
             if rows:
-                await conn.execute(calls, [dict(row) for row in rows])
+                sql, bind = self._insert()
+                await conn.exec_driver_sql(sql, [bind(row) for row in rows])
             await conn.execute(mark)
+
+    def _insert(self) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
+        """The insert of index rows, compiled once, and a function that binds one row.
+
+        A worker indexes every call it forwards; SQLAlchemy's per-execution parameter
+        handling cost more than the database itself (about 25 µs a row on the event loop),
+        so rows go to the driver as tuples, through each column's own bind processor."""
+        if self._compiled is None:
+            dialect = self._writer.dialect
+            insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+            statement = insert(RecordedCall).on_conflict_do_nothing(index_elements=["request_id"])
+            compiled = statement.compile(dialect=dialect, column_keys=list(_COLUMNS))
+            names = tuple(compiled.positiontup or ())
+            columns = RecordedCall.__table__.c
+            processors = [columns[name].type.bind_processor(dialect) for name in names]
+            steps = tuple(zip(names, processors, strict=True))
+
+            def bind(row: Mapping[str, Any]) -> tuple[Any, ...]:
+                return tuple(
+                    row[name] if process is None else process(row[name]) for name, process in steps
+                )
+
+            self._compiled = (str(compiled), bind)
+        return self._compiled
 
     async def finish(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Fill in outcomes of calls indexed before their reply (`request_id` and `FINISHED`)."""
