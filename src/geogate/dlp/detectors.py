@@ -269,24 +269,22 @@ def _iban_spans(text: str, start: int, end: int) -> Iterator[Span]:
     it can end is found by counting characters on from there, single spaces between them."""
     for country in _IBAN_START.finditer(text, start, end):
         begin = country.start()
-        length = _IBAN_LENGTHS.get(text[begin : begin + 2])
-        if length is None:
+        whole = _IBAN_OF_LENGTH.get(text[begin : begin + 2])
+        if whole is None:
             continue
-        position, count = begin, 0
-        while count < length and position < len(text):
-            char = text[position]
-            if char.isalnum():
-                count += 1
-            elif char != " " or text[position - 1] == " ":
-                break
-            position += 1
-        if count < length or text[position : position + 1].isalnum():
+        found = whole.match(text, begin)
+        if found is None or text[found.end() : found.end() + 1].isalnum():
             continue  # too short, or it runs on past the IBAN's length
-        if _valid_iban(text[begin:position].replace(" ", "").upper()):
-            yield begin, position
+        if _valid_iban(found.group().replace(" ", "").upper()):
+            yield begin, found.end()
 
 
 _IBAN_START = re.compile(r"\b[A-Z]{2}[0-9]{2}")
+_IBAN_OF_LENGTH = {
+    country: re.compile(f"[A-Z]{{2}}[0-9]{{2}}(?: ?[A-Za-z0-9]){{{length - 4}}}")
+    for country, length in _IBAN_LENGTHS.items()
+}
+"""Per country, its IBAN's characters from the country code on, single spaces between any."""
 
 
 # --- UK National Insurance number ----------------------------------------------------------
