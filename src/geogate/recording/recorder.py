@@ -247,6 +247,8 @@ class Recorder:
         self._indexing.close_open()
         await self._write_index()
         await self.storage.close()
+        if self.witness is not None:
+            await self.witness.close()
         os.close(self._lock)
 
     # --- group commit ---------------------------------------------------------------------
