@@ -294,3 +294,15 @@ def test_an_s3_store_that_goes_down_refuses_calls(
             assert app.requests == reached
         # the gateway stopped, instead of waiting forever to store the refusals' records
         assert [thread for thread in threading.enumerate() if thread.name == "run_asgi"] == servers
+
+
+async def test_a_store_that_cannot_be_opened_stops_the_gateway_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """A gateway that could record nothing does not start: it says which store and why."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store should be")
+    with pytest.raises(RecordingUnavailable) as caught:
+        await Recorder.start(settings(tmp_path, store=f"file://{blocker}/rec"), None)
+    message = str(caught.value)
+    assert f"file://{blocker}/rec" in message and "Not a directory" in message

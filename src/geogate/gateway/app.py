@@ -25,6 +25,7 @@ from geogate.gateway.errors import plain_error
 from geogate.gateway.observe import AccessSink, BatchedLines, metrics_payload
 from geogate.gateway.runtime import Runtime
 from geogate.identity.scim import ScimApp
+from geogate.recording import RecordingUnavailable
 
 logger = logging.getLogger("geogate.gateway")
 
@@ -58,6 +59,10 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 try:
                     self.runtime = await Runtime.start(self.config)
+                except RecordingUnavailable as exc:  # says what to fix: no traceback needed
+                    logger.error("gateway failed to start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:  # a worker that cannot start must say why, then stop
                     logger.exception("gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
