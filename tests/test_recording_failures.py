@@ -23,6 +23,7 @@ from typing import Any
 
 import openai
 import pytest
+from prometheus_client import REGISTRY
 
 import geogate.recording.recorder as recorder_module
 from geogate.recording import Recorder, RecordingUnavailable, open_storage
@@ -217,8 +218,10 @@ async def test_a_failed_flush_under_sync_0s_refuses_the_call_and_leaves_no_recor
     monkeypatch.setattr(os, "fdatasync", failing)
     with pytest.raises(RecordingUnavailable, match="flush to disk"):
         await recorder.write_ahead(call(1))
+    assert REGISTRY.get_sample_value("geogate_recording_failing") == 1  # for alerts
     monkeypatch.setattr(os, "fdatasync", real_sync)
     assert await recorder.write_ahead(call(2)) == 1
+    assert REGISTRY.get_sample_value("geogate_recording_failing") == 0
     await recorder.close()
     (segment,) = (tmp_path / "rec/logs" / recorder.log).glob("*.jsonl")
     records = [json.loads(line) for line in segment.read_bytes().splitlines()]

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from geogate.config import Gateway
 from geogate.recording import calls
@@ -63,6 +63,11 @@ LOST = Counter(
     "geogate_records_lost",
     "Reply and refusal records that could not be stored (the store failed and the backlog "
     "was full); write-ahead records are never lost: their calls are refused instead.",
+)
+FAILING = Gauge(
+    "geogate_recording_failing",
+    "1 while the recording store refuses writes (calls are refused with recording_unavailable).",
+    multiprocess_mode="max",
 )
 BACKLOG = 10_000
 INDEX_INTERVAL = 1.0
@@ -299,7 +304,9 @@ class Recorder:
         except (StorageError, OSError) as exc:
             self._failed(batch, exc)
             return False
-        self._failing = False
+        if self._failing:
+            self._failing = False
+            FAILING.set(0)
         if not self.state.segments or self.state.segments[-1] is not segment:
             self.state.segments.append(segment)
         segment.last = tree.size - 1
@@ -332,6 +339,7 @@ class Recorder:
         """Refuse the calls that waited; keep the rest for the next batch (bounded)."""
         _log.error("recording failed: %s", exc)
         self._failing = True
+        FAILING.set(1)
         kept: list[_Pending] = []
         for pending in batch:
             pending.record.pop("i", None)
