@@ -25,7 +25,7 @@ from geogate.recording.sessions import (
     since_time,
     unknown_session,
 )
-from geogate.recording.storage import StorageError, open_storage
+from geogate.recording.storage import StorageError
 
 
 class _Refused(Exception):
@@ -37,8 +37,7 @@ class _Refused(Exception):
 
 
 def add_session_routes(api: FastAPI, runtime: Runtime) -> None:
-    settings = runtime.config.gateway.recordings
-    storage = open_storage(settings.store, dict(settings.options))
+    storage = runtime.recorder.storage  # the recorder's own: one connection pool, closed with it
     index = runtime.store.recorded
 
     async def _refused(_request: Request, exc: Exception) -> JSONResponse:
