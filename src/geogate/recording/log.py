@@ -13,6 +13,7 @@ a rewrite of the whole log (or of its end) show too. A record's leaf is its line
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from bisect import bisect_right
@@ -163,6 +164,8 @@ class LogReader:
             if not name.endswith(".jsonl"):
                 continue  # deleted by retention: only hashes are left
             for offset, line in enumerate(await self._lines(name)):
+                if offset % 512 == 511:
+                    await asyncio.sleep(0)  # a long read leaves the event loop to calls too
                 record = parsed(line)
                 if record is not None and low <= first + offset <= high:
                     yield first + offset, record

@@ -14,6 +14,7 @@ segment deleted by retention must be announced by a retention record that names 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ from geogate.recording.merkle import Tree, leaf_hash
 from geogate.recording.note import NoteError, Verifier
 from geogate.recording.storage import Storage, StorageError
 from geogate.store import RecordIndex
+
+YIELD_EVERY = 512
+"""Records hashed between two turns of the event loop (a few milliseconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,8 @@ async def _verify_log(
     good_size = 0
     try:
         async for stored in LogReader(storage, log).records():
+            if stored.position % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a gateway verifying (admin API) keeps serving calls
             leaf = leaf_of(stored)
             if first_problem is None:
                 first_problem = _check_link(stored, prev)
