@@ -309,3 +309,9 @@ async def test_a_store_that_cannot_be_opened_stops_the_gateway_with_the_reason(
         await Recorder.start(settings(tmp_path, store=f"file://{blocker}/rec"), None)
     message = str(caught.value)
     assert f"file://{blocker}/rec" in message and "Not a directory" in message
+
+
+async def test_a_broken_audit_key_stops_the_gateway_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "audit.key").write_text("not a key")
+    with pytest.raises(RecordingUnavailable, match=r"cannot load the audit key: .*audit\.key"):
+        await Recorder.start(settings(tmp_path), None)

@@ -5,11 +5,12 @@
     recorder.append(calls.reply(...))             # stored with the next batch
     await recorder.close()                        # last batch, flush, signed checkpoint
 
-Group commit: records that arrive while a batch is being written go together in the next one,
-one append for all of them. A batch is written to the operating system before its calls go
-on, so a crash or `kill -9` of the gateway loses no record of a forwarded call; it is flushed
-to disk every `recordings.sync` (by default 10 ms; `0s` flushes before the calls go on, so a
-power cut cannot lose one either). An object store acknowledges a write once it is durable.
+A record reaches the operating system before its call goes on, so a crash or `kill -9` of
+the gateway loses no record of a forwarded call. Disk flushes are grouped (group commit): by
+default (`recordings.sync: 10ms`) one flush every 10 ms covers everything written since, and
+a lone record is appended by its caller at once; with `sync: 0s` each batch is flushed before
+its calls go on, and records that arrive meanwhile go together in the next batch, one append
+and one flush for all of them. An object store acknowledges a write once it is durable.
 
 Each process writes a log of its own (`host.N`, N taken with a lock file beside the audit
 key), signs a checkpoint of it every `checkpoints.records` records or `checkpoints.interval`,
@@ -148,7 +149,6 @@ class Recorder:
         self.key = key
         self.witness = witness
         self.index = index
-        self.content = settings.content
         self._sync_every = settings.sync
         self._direct = storage.appends and settings.sync > 0
         """Whether a lone record is appended by its caller (see `write_ahead`)."""
@@ -171,7 +171,10 @@ class Recorder:
     @classmethod
     async def start(cls, gateway: Gateway, index: RecordIndex | None) -> Recorder:
         settings = gateway.recordings
-        key = await asyncio.to_thread(AuditKey.load, gateway.audit_key)
+        try:
+            key = await asyncio.to_thread(AuditKey.load, gateway.audit_key)
+        except (ValueError, OSError) as exc:  # NoteError is a ValueError
+            raise RecordingUnavailable(f"cannot load the audit key: {exc}") from exc
         lock, log = _claim_log(Path(gateway.audit_key).parent)
         storage = open_storage(settings.store, dict(settings.options))
         witness = (
