@@ -175,7 +175,14 @@ class Recorder:
             key = await asyncio.to_thread(AuditKey.load, gateway.audit_key)
         except (ValueError, OSError) as exc:  # NoteError is a ValueError
             raise RecordingUnavailable(f"cannot load the audit key: {exc}") from exc
-        lock, log = _claim_log(Path(gateway.audit_key).parent)
+        folder = Path(gateway.audit_key).parent
+        try:
+            lock, log = _claim_log(folder)
+        except OSError as exc:
+            raise RecordingUnavailable(
+                f"cannot take a log of this process's own: the lock files go in {folder}, the "
+                f"folder of gateway.audit_key, which must be writable ({exc})"
+            ) from exc
         storage = open_storage(settings.store, dict(settings.options))
         witness = (
             open_storage(settings.witness, dict(settings.witness_options))
