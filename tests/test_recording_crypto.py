@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geogate.recording import note as note_module
 from geogate.recording.merkle import EMPTY_ROOT, Tree, leaf_hash, node_hash, root_of
 from geogate.recording.note import AuditKey, Checkpoint, NoteError, Verifier
 
@@ -496,7 +495,7 @@ def test_losing_the_creation_race_uses_the_winners_key(
         )
         real_link(src, dst)
 
-    monkeypatch.setattr(note_module.os, "link", other_process_links_first)
+    monkeypatch.setattr(os, "link", other_process_links_first)
     key = AuditKey.load(path)
     assert key.verifier().vkey() == AuditKey("geogate-audit", winner).verifier().vkey()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.ed25519", "audit.ed25519.pub"]

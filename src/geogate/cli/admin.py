@@ -15,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import http.client
 import json
 import os
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +33,7 @@ from pydantic import BaseModel
 
 from geogate.cli.common import fail
 from geogate.config import Config, is_loopback, parse_duration
+from geogate.files import replace_atomically
 from geogate.identity.accounts import AccountError, Accounts
 from geogate.identity.schemas import Key, ServiceAccount, User
 from geogate.store import StoreError, open_store
@@ -358,16 +357,7 @@ def save_credentials(saved: dict[str, Row]) -> Path:
     """Replace the credentials file in one step, readable by its owner only."""
     path = credentials_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".credentials-", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(saved, file, indent=2)
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    replace_atomically(path, json.dumps(saved, indent=2).encode(), 0o600)
     return path
 
 

@@ -10,7 +10,6 @@ per-call objects.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections import Counter
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from geogate.dlp.engine import Engine
 from geogate.dlp.masker import Chain, Masker, Restorer, Style
 from geogate.dlp.transform import TextTransform
 from geogate.dlp.vault import Vault
+from geogate.files import create_once
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +121,5 @@ def load_key(path: str) -> bytes:
     file = Path(path)
     if not file.exists():
         file.parent.mkdir(parents=True, exist_ok=True)
-        draft = file.with_name(f".{file.name}.{secrets.token_hex(4)}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-        try:
-            os.link(draft, file)  # atomic: of two workers starting together, one key wins
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
+        create_once(file, (secrets.token_hex(32) + "\n").encode())  # of workers racing, one wins
     return bytes.fromhex(file.read_text().strip())

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from geogate.files import create_once, replace_atomically
 
 MAX_NOTE_SIZE = 1 << 20
 MAX_SIGNATURES = 100
@@ -214,36 +213,19 @@ class AuditKey:
 
 
 def _create_key_file(path: Path) -> None:
-    """Make a key without ever replacing one: link() fails if another process got there first."""
+    """Make a key without ever replacing one (another process may be making it too)."""
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:  # mkstemp made it 0600
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(FileExistsError):  # another process won: all use its key
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
+    create_once(path, pem)
 
 
 def _write_if_changed(path: Path, content: str) -> None:
-    """Atomically (re)write the public key file, so it never shows a stale or partial key."""
+    """(Re)write the public key file in one step, so it never shows a stale or partial key."""
     try:
         if path.read_text() == content:
             return
     except (OSError, UnicodeDecodeError):
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    replace_atomically(path, content.encode(), 0o644)

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import fsspec
 from fsspec.asyn import AsyncFileSystem
 
+from geogate.files import replace_atomically, sync_folder
+
 OBJECT_TIMEOUT = 30.0
 """Seconds an object store has for one operation: a store that accepts connections but stops
 answering must fail the calls waiting on it, not hold them (aiobotocore's own timeouts do not
@@ -109,7 +111,7 @@ class LocalStorage:
         file.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if created:  # a new file's name must survive a power cut too
-            _sync_folder(file.parent)
+            sync_folder(file.parent)
         for other in list(self._open):  # the log appends to one segment at a time
             closing = self._open.pop(other)
             if closing in self._dirty:  # its last batches must reach the disk too
@@ -131,7 +133,8 @@ class LocalStorage:
     async def write(self, path: str, data: bytes) -> None:
         file = self.root / path
         try:
-            await asyncio.to_thread(_write_atomically, file, data)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(replace_atomically, file, data, 0o644)
         except OSError as exc:
             raise _explain(self.url, f"write {path}", exc) from exc
 
@@ -184,25 +187,6 @@ def _sync_all(descriptors: list[int]) -> None:
         except OSError as exc:
             if exc.errno != errno.EBADF:  # closed by a segment switch, which flushed it
                 raise
-
-
-def _sync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_atomically(file: Path, data: bytes) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    draft = file.with_name(f".{file.name}.tmp")
-    with open(draft, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(draft, file)
-    _sync_folder(file.parent)
 
 
 class ObjectStorage:
