@@ -23,6 +23,7 @@ from geogate.config import parse_duration
 from geogate.protocols.text import SSE, as_dict, dicts, media_type
 from geogate.recording.calls import body_bytes
 from geogate.recording.log import LogReader, Record
+from geogate.recording.report import parse_moment
 from geogate.recording.storage import Storage
 from geogate.store import CallRow, RecordIndex
 from geogate.store.recorded import summarize
@@ -95,7 +96,7 @@ def unknown_session(session_id: str) -> str:
 def since_time(text: str, now: datetime | None = None) -> datetime:
     """`2026-12-01`, `2026-12-01T08:00` (UTC unless it says otherwise), or a time ago: `24h`."""
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_moment(text)
     except ValueError:
         try:
             seconds = parse_duration(text)
@@ -104,8 +105,7 @@ def since_time(text: str, now: datetime | None = None) -> datetime:
                 f"{text!r} is neither a date or time such as 2026-12-01 or 2026-12-01T08:00 "
                 "nor a duration such as 24h"
             ) from None
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
 
 
 async def load_session(storage: Storage, index: RecordIndex, session_id: str) -> Session | None:
