@@ -38,7 +38,13 @@ from geogate.cli.common import (
 )
 from geogate.config import Config
 from geogate.recording import AuditKey, NoteError, StorageError, Verifier, open_storage
-from geogate.recording.report import EvidenceReport, Verification, build_report, parse_period
+from geogate.recording.report import (
+    EvidenceReport,
+    LogResult,
+    Verification,
+    build_report,
+    parse_period,
+)
 from geogate.recording.verify import verify
 from geogate.store import Store, StoreError, driver_urls, open_store
 
@@ -299,26 +305,9 @@ def _parsed(model: type[M], answer: Any, gateway: str) -> M:
 
 
 def _print_verification(result: Verification) -> None:
-    table = Table(
-        "Log",
-        "Records",
-        "Deleted by retention",
-        "Checkpoints verified",
-        "Signed",
-        "Unsigned",
-        "Result",
-        box=box.SIMPLE,
-    )
+    table = Table(*LogResult.COLUMNS, box=box.SIMPLE)
     for log in result.logs:
-        table.add_row(
-            log.log,
-            str(log.records),
-            str(log.deleted),
-            str(log.checkpoints),
-            str(log.signed),
-            str(log.unsigned),
-            "ok" if log.ok else "FAILED",
-        )
+        table.add_row(*(str(cell) for cell in log.cells()))
     print_table(table)
     problems = [(log.log, problem) for log in result.logs for problem in log.problems]
     problems += [("store", problem) for problem in result.problems]

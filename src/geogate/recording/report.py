@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -150,6 +150,28 @@ class LogResult(BaseModel):
     unsigned: int
     ok: bool
     problems: list[ProblemRow]
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "Log",
+        "Records",
+        "Deleted by retention",
+        "Checkpoints verified",
+        "Signed",
+        "Unsigned",
+        "Result",
+    )
+    """The headings of `cells`, in the terminal's table and the report's alike."""
+
+    def cells(self) -> list[str | int]:
+        return [
+            self.log,
+            self.records,
+            self.deleted,
+            self.checkpoints,
+            self.signed,
+            self.unsigned,
+            "ok" if self.ok else "FAILED",
+        ]
 
 
 class Verification(BaseModel):
@@ -606,27 +628,8 @@ def _render(report: EvidenceReport) -> str:
 
 def _verification(check: Verification) -> str:
     logs = _table(
-        [
-            "Log",
-            "Records",
-            "Deleted by retention",
-            "Checkpoints verified",
-            "Signed",
-            "Unsigned",
-            "Result",
-        ],
-        [
-            [
-                log.log,
-                log.records,
-                log.deleted,
-                log.checkpoints,
-                log.signed,
-                log.unsigned,
-                "ok" if log.ok else "FAILED",
-            ]
-            for log in check.logs
-        ],
+        LogResult.COLUMNS,
+        [log.cells() for log in check.logs],
         dict.fromkeys(range(1, 6), "n"),
     )
     problems = [
