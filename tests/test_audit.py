@@ -8,7 +8,6 @@ in-process on the policy file, as an operator or an auditor would run them.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -27,10 +26,10 @@ from typer.testing import CliRunner
 
 from geogate.cli import app
 from geogate.demo import DemoSettings, create_demo_app
-from geogate.recording import AuditKey, open_storage
-from geogate.recording.log import LogReader
+from geogate.recording import AuditKey
 from geogate.recording.report import EvidenceReport, parse_period
 from tests.gateways import Gateway, run_gateway
+from tests.recordings import records
 from tests.servers import run_asgi
 
 SSN = "123-45-6789"
@@ -85,16 +84,7 @@ class Recorded:
         return str(self.folder / "geogate.yaml")
 
     def records(self) -> list[dict[str, Any]]:
-        async def read() -> list[dict[str, Any]]:
-            storage = open_storage(f"file://{self.folder}/recordings")
-            found: list[dict[str, Any]] = []
-            for log in await storage.list("logs"):
-                async for stored in LogReader(storage, log).records():
-                    assert stored.record is not None
-                    found.append(stored.record)
-            return found
-
-        return asyncio.run(read())
+        return records(self.folder)
 
     def copy(self, to: Path) -> Recorded:
         shutil.copytree(self.folder, to)

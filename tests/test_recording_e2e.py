@@ -10,16 +10,15 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 
 from geogate.demo import DemoSettings, create_demo_app
 from geogate.recording import AuditKey, open_storage
-from geogate.recording.log import LogReader
 from geogate.recording.verify import Report, verify
 from tests.gateways import Gateway, run_gateway
+from tests.recordings import records
 from tests.servers import run_asgi
 
 SSN = "123-45-6789"
@@ -46,19 +45,6 @@ policies:
     connections: [quiet]
     record: metadata
 """
-
-
-def records(folder: Path) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
-        storage = open_storage(f"file://{folder}/recordings")
-        found: list[dict[str, Any]] = []
-        for log in await storage.list("logs"):
-            async for stored in LogReader(storage, log).records():
-                assert stored.record is not None
-                found.append(stored.record)
-        return found
-
-    return asyncio.run(read())
 
 
 def verified(folder: Path) -> Report:

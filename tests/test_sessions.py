@@ -7,7 +7,6 @@ the same stores locally and through that gateway's admin API.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import time
@@ -26,11 +25,10 @@ from typer.testing import CliRunner, Result
 from geogate.cli import app
 from geogate.cli.sessions import LocalSessions, play, schedule
 from geogate.demo import DemoSettings, create_demo_app
-from geogate.recording import open_storage
 from geogate.recording.calls import session_key
-from geogate.recording.log import LogReader
 from geogate.recording.sessions import RecordedCall, Session, conversation, reply_turn
 from tests.gateways import Gateway, run_gateway
+from tests.recordings import records as log_records
 from tests.servers import run_asgi
 
 SSN = "123-45-6789"
@@ -191,19 +189,6 @@ def listed(rec: Recorded, *args: str) -> set[tuple[str, str]]:
     result = cli(rec, "list", "--json", *args)
     assert result.exit_code == 0, result.output
     return {(row["user"], row["session"]) for row in json.loads(result.stdout)}
-
-
-def log_records(folder: Path) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
-        storage = open_storage(f"file://{folder}/recordings")
-        found: list[dict[str, Any]] = []
-        for log in await storage.list("logs"):
-            async for stored in LogReader(storage, log).records():
-                assert stored.record is not None
-                found.append(stored.record)
-        return found
-
-    return asyncio.run(read())
 
 
 def local_session(rec: Recorded, session_id: str) -> Session:
