@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from rich import box
 from rich.table import Table
 
-from geogate.cli.admin import AdminError, gateway_message, gateway_url, http_json, saved_token
+from geogate.cli.admin import AdminError, RemoteAdmin, gateway_url, saved_token
 from geogate.cli.common import (
     DEFAULT_CONFIG,
     ConfigOption,
@@ -275,26 +275,19 @@ def _no_key_with_gateway(key: Path | None) -> None:
         )
 
 
+class RemoteAudit(RemoteAdmin):
+    """A gateway's `/api/v1/audit/...`."""
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path)
+
+
 def _remote(gateway: str, token: str | None, path: str) -> Any:
     try:
         url = gateway_url(gateway)
-        status, answer = http_json(
-            "GET",
-            url + path,
-            what=f"the gateway at {url}",
-            token=token if token else saved_token(url),
-        )
+        return RemoteAudit(url, token if token else saved_token(url)).get(path)
     except AdminError as exc:
         _unreadable(exc.message)
-    if status >= 400:
-        message = gateway_message(url, status, answer)
-        if status == 401:
-            message += (
-                f" Run `geogate login --gateway {url}` to sign in again, "
-                "or pass an admin's token with --token (or GEOGATE_TOKEN)."
-            )
-        _unreadable(message)
-    return answer
 
 
 def _parsed(model: type[M], answer: Any, gateway: str) -> M:
