@@ -28,11 +28,9 @@ from geogate.config import Config
 from geogate.recording.log import (
     LogReader,
     Record,
-    checkpoint_path,
-    origin,
     parse_time,
 )
-from geogate.recording.note import NoteError, Verifier
+from geogate.recording.note import Verifier
 from geogate.recording.storage import Storage, open_storage
 from geogate.recording.verify import Report, verify
 from geogate.residency import catalog_for
@@ -241,9 +239,7 @@ async def build_report(
         open_storage(settings.witness, dict(settings.witness_options)) if settings.witness else None
     )
     try:
-        verification = Verification.of(
-            await verify(storage, verifier, witness=witness, index=store.recorded)
-        )
+        checked = await verify(storage, verifier, witness=witness, index=store.recorded)
     finally:
         if witness is not None:
             await witness.close()
@@ -271,7 +267,7 @@ async def build_report(
         # its call record's before: adding both would count the request's values twice.
         masked.update(row.masked or {})
 
-    heads, unsigned = await _signed_heads(storage, verifier, rows)
+    heads, unsigned = _signed_heads({log.log: log.roots for log in checked.logs}, rows)
     return EvidenceReport(
         since=since,
         until=until,
@@ -308,7 +304,7 @@ async def build_report(
         approvals=approvals,
         masked=dict(sorted(masked.items())),
         disabled=_disabled(rows),
-        verification=verification,
+        verification=Verification.of(checked),
         checkpoints=heads,
         unsigned=unsigned,
     )
@@ -395,11 +391,12 @@ def _approval(
     )
 
 
-async def _signed_heads(
-    storage: Storage, verifier: Verifier, rows: Sequence[CallRow]
+def _signed_heads(
+    roots: dict[str, dict[int, bytes]], rows: Sequence[CallRow]
 ) -> tuple[list[SignedHead], list[Unsigned]]:
-    """Per log, the valid checkpoints from the first that holds a record of the period up to
-    the first that holds them all; the records none holds yet."""
+    """Per log, the valid checkpoints (`roots`, as verification found them) from the first
+    that holds a record of the period up to the first that holds them all; the records none
+    holds yet."""
     heads: list[SignedHead] = []
     unsigned: list[Unsigned] = []
     positions: dict[str, list[int]] = {}
@@ -408,7 +405,7 @@ async def _signed_heads(
     for log, held in sorted(positions.items()):
         low, high = min(held), max(held)
         signed = 0
-        for size, root in await _valid_checkpoints(storage, verifier, log):
+        for size, root in sorted(roots.get(log, {}).items()):
             if size <= low:
                 continue
             heads.append(SignedHead(log=log, size=size, root=root.hex()))
@@ -418,24 +415,6 @@ async def _signed_heads(
         if signed <= high:
             unsigned.append(Unsigned(log=log, first=max(low, signed), last=high))
     return heads, unsigned
-
-
-async def _valid_checkpoints(
-    storage: Storage, verifier: Verifier, log: str
-) -> list[tuple[int, bytes]]:
-    """(size, root) of the log's checkpoints signed by `verifier`, smallest first; the others
-    are the verification's problems, not evidence."""
-    found: list[tuple[int, bytes]] = []
-    for name in await storage.list(f"checkpoints/{log}"):
-        if not name.isdigit():
-            continue
-        try:
-            checkpoint = verifier.verify(await storage.read(checkpoint_path(log, int(name))))
-        except NoteError:
-            continue
-        if checkpoint.origin == origin(log) and checkpoint.size == int(name):
-            found.append((checkpoint.size, checkpoint.root))
-    return sorted(found)
 
 
 # --- HTML ---------------------------------------------------------------------------------

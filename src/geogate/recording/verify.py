@@ -56,6 +56,8 @@ class LogReport:
     signed: int = 0
     """Records covered by the latest valid checkpoint."""
     problems: list[Problem] = field(default_factory=list)
+    roots: dict[int, bytes] = field(default_factory=dict)
+    """Size -> root of the store's checkpoints that verified (for reports; not in the JSON)."""
 
     @property
     def unsigned(self) -> int:
@@ -126,6 +128,7 @@ async def _verify_log(
 ) -> LogReport:
     result = LogReport(log)
     roots = await _checkpoints(storage, log, verifier, result)
+    result.roots = dict(roots)  # before the witness adds the ones the store lacks
     if witness is not None:
         await _compare_witness(storage, witness, log, verifier, roots, result)
     tree = Tree()
