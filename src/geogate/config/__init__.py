@@ -31,6 +31,7 @@ from geogate.config.model import (
     Masking,
     MaskRule,
     MaskStyle,
+    Notify,
     OidcIssuer,
     OidcLogin,
     Policy,
@@ -38,6 +39,7 @@ from geogate.config.model import (
     Recordings,
     RegionDef,
     Review,
+    Reviews,
     SamlLogin,
     Scim,
     Size,
@@ -45,10 +47,11 @@ from geogate.config.model import (
     Target,
     Timeouts,
     Tls,
+    is_loopback,
     parse_duration,
     parse_size,
 )
-from geogate.config.references import BUILTIN_ENTITIES, is_loopback
+from geogate.config.references import BUILTIN_ENTITIES
 
 __all__ = [
     "BUILTIN_ENTITIES",
@@ -71,6 +74,7 @@ __all__ = [
     "MaskRule",
     "MaskStyle",
     "Masking",
+    "Notify",
     "OidcIssuer",
     "OidcLogin",
     "Policy",
@@ -79,6 +83,7 @@ __all__ = [
     "Recordings",
     "RegionDef",
     "Review",
+    "Reviews",
     "SamlLogin",
     "Scim",
     "Size",

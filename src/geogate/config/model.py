@@ -7,6 +7,7 @@ are checked by the loader once the whole file is known.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from typing import Annotated, Any, Literal
@@ -83,6 +84,16 @@ ConnectionType = Literal[
 ]
 RecordContent = Literal["masked", "metadata"]
 MaskStyle = Literal["redact", "partial", "hash", "tokenize"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a URL's host is this machine: the one place plain http:// is acceptable."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Model(BaseModel):
@@ -449,6 +460,39 @@ class Review(Model):
     min_approvals: Annotated[int, Field(ge=1)] = 1
 
 
+class Notify(Model):
+    """One place review requests and decisions are announced to."""
+
+    webhook: str | None = None
+    """Any HTTPS (or loopback HTTP) URL; each POST is signed with `secret` (HMAC-SHA256)."""
+    secret: Annotated[str, Field(min_length=16)] | None = None
+    slack: str | None = None
+    """A Slack incoming-webhook URL; the message links to the review page."""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Notify:
+        if (self.webhook is None) == (self.slack is None):
+            raise ValueError("name exactly one of webhook or slack")
+        if self.webhook is not None and self.secret is None:
+            raise ValueError("a webhook needs a secret (16 characters or more) to sign with")
+        if self.slack is not None and self.secret is not None:
+            raise ValueError("secret is for webhooks; a Slack webhook URL is its own secret")
+        return self
+
+    @field_validator("webhook", "slack")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None or url.startswith("https://"):
+            return url
+        if url.startswith("http://") and is_loopback(urlsplit(url).hostname or ""):
+            return url
+        raise ValueError("notifications go to an https:// URL (http:// only on this machine)")
+
+
+class Reviews(Model):
+    notify: list[Notify] = []
+
+
 class Policy(Model):
     name: str
     subjects: Subjects
@@ -468,4 +512,5 @@ class Config(Model):
     identity: Identity = Identity()
     connections: dict[str, Connection] = {}
     masking: Masking = Masking()
+    reviews: Reviews = Reviews()
     policies: list[Policy] = []

@@ -7,13 +7,12 @@ entry. A region id is checked against the region catalog (bundled plus the file'
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
-from geogate.config.model import Config, Connection, Credentials, Target
+from geogate.config.model import Config, Connection, Credentials, Target, is_loopback
 from geogate.config.source import Document, Loc
 from geogate.residency import (
     Attribution,
@@ -207,16 +206,6 @@ def _check_identity(document: Document, config: Config) -> None:
                 ("gateway", "public_url"),
                 f"public_url {public_url!r} must be an http(s) URL such as https://gw.example.com",
             )
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a URL's host is this machine: the one place plain http:// is acceptable."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_credentials(document: Document, loc: Loc, credentials: Credentials, kind: str) -> None:

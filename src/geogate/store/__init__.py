@@ -17,6 +17,7 @@ the caller that asked for it; the database sees its SHA-256 and an 8-character d
 
 from geogate.store.journal import Event
 from geogate.store.recorded import CallRow, RecordIndex, SessionSummary
+from geogate.store.reviews import ReviewConflict, ReviewRow, ReviewStore
 from geogate.store.rules import StoreError
 from geogate.store.scim import (
     KEEP,
@@ -60,6 +61,9 @@ __all__ = [
     "KeyRecord",
     "MemberChange",
     "RecordIndex",
+    "ReviewConflict",
+    "ReviewRow",
+    "ReviewStore",
     "ScimDirectory",
     "ScimError",
     "ScimGroup",

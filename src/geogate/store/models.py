@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -218,3 +219,39 @@ class RecordedLog(Base):
     indexed_to: Mapped[int] = mapped_column(BigInteger)
     """Every record before this position is indexed, or is a call still waiting for its
     reply (whose row is written with the reply)."""
+
+
+class Review(Base):
+    """A call held for (`hold`) or refused until (`ask`) a human's approval.
+
+    `binding` is the SHA-256 of what the approval covers (caller, connection, method, target,
+    request body, policy version): a retry of the same call finds its review by it. Votes are
+    kept in the row; any denial decides, and so do `min_approvals` approvals.
+    """
+
+    __tablename__ = "reviews"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    binding: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """pending | approved | denied | expired | used | withdrawn"""
+    mode: Mapped[str] = mapped_column(String(8))
+    request_id: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(320), index=True)
+    user: Mapped[str] = mapped_column(String(320))
+    connection: Mapped[str] = mapped_column(String(128))
+    policy: Mapped[str] = mapped_column(String(128))
+    policy_version: Mapped[str] = mapped_column(String(32))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """What approvers are shown: the call's facts and a masked preview, never raw values."""
+    approvers: Mapped[dict[str, list[str]]] = mapped_column(JSON)
+    min_approvals: Mapped[int] = mapped_column(Integer)
+    votes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    grant: Mapped[float] = mapped_column(Float)
+    """Seconds an approval lets the caller use the connection; 0: this one call only."""
+    timeout: Mapped[float] = mapped_column(Float)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    deadline: Mapped[datetime] = mapped_column(UtcDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    grant_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

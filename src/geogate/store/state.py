@@ -48,6 +48,7 @@ from geogate.store.models import (
     UtcDateTime,
 )
 from geogate.store.recorded import RecordIndex
+from geogate.store.reviews import ReviewStore
 from geogate.store.rules import (
     StoreError,
     check_user_name,
@@ -185,6 +186,9 @@ class Store:
         self._signal = journal.ChangeSignal(Path(f"{engine.url.database}-changes"))
         self._scim = ScimDirectory(self._engine, self._writer, self._signal)
         self._recorded = RecordIndex(self._engine, self._writer)
+        self._reviews = ReviewStore(self._engine, self._writer)
+        self.folder = Path(str(engine.url.database)).parent
+        """Where the database file is; other processes of this host find each other there."""
 
     async def __aenter__(self) -> Store:
         return self
@@ -213,6 +217,11 @@ class Store:
     def recorded(self) -> RecordIndex:
         """The index of recorded calls and sessions."""
         return self._recorded
+
+    @property
+    def reviews(self) -> ReviewStore:
+        """Calls held for, or refused until, a human's approval."""
+        return self._reviews
 
     async def ping(self) -> bool:
         """Whether the database answers, for readiness probes: never raises."""
