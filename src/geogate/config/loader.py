@@ -231,17 +231,3 @@ def _add_notes(document: Document, config: Config) -> None:
                 f"network agents are not available yet: calls through {name!r} are refused "
                 "with agent_unavailable",
             )
-    for index, policy in enumerate(config.policies):
-        loc = ("policies", index)
-        if policy.mask is not None and policy.mask.on_detect == "review":
-            document.note(
-                (*loc, "mask", "on_detect"),
-                f"approvals are not available yet: calls matching policy {policy.name!r} are "
-                "refused with approval_required",
-            )
-        if policy.review is not None:
-            document.note(
-                (*loc, "review"),
-                f"approvals are not available yet: calls matching policy {policy.name!r} are "
-                "refused with approval_required",
-            )

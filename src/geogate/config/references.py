@@ -275,6 +275,12 @@ def _check_policies(document: Document, config: Config) -> None:
                     document.error(item, f"pattern {shown} matches no connection")
             elif pattern not in config.connections:
                 document.error(item, f"unknown connection {shown}{_suggest(pattern, names)}")
+        if policy.mask is not None and policy.mask.on_detect == "review" and not policy.review:
+            document.error(
+                (*loc, "mask", "on_detect"),
+                "on_detect: review needs a review block in this policy (who approves, how long "
+                "a call waits)",
+            )
 
 
 def _check_masking(document: Document, config: Config) -> None:

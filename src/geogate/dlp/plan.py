@@ -30,6 +30,8 @@ class MaskPlan:
     style: Style
     block: bool
     key: bytes
+    review: bool = False
+    """`on_detect: review`: a request with findings goes, unmasked, only once approved."""
 
     @property
     def tokenizes(self) -> bool:
@@ -56,7 +58,9 @@ class MaskPlan:
                 recorded = Masker(self.response, "redact", key=self.key, block=self.block)
         else:
             response = response_masker
-        return CallMasking(request, response, response_masker, self.tokenizes, recorded)
+        return CallMasking(
+            request, response, response_masker, self.tokenizes, recorded, review=self.review
+        )
 
 
 @dataclass(slots=True)
@@ -68,6 +72,8 @@ class CallMasking:
     """`response` gives the caller back their originals, which the record must not hold:
     the record then keeps the reply as masked (`recorded`), before restoring."""
     recorded: TextTransform | None = None
+    review: bool = False
+    """`on_detect: review`: findings in the request call for a review, not a mask."""
 
     def counts(self) -> Counter[str]:
         total: Counter[str] = Counter()
@@ -110,6 +116,7 @@ def plan_for(config: Config, rule: MaskRule, key: bytes) -> MaskPlan:
         style=rule.style,
         block=rule.on_detect == "block",
         key=key,
+        review=rule.on_detect == "review",
     )
 
 

@@ -161,6 +161,16 @@ Admin = Annotated[Principal, Depends(_admin)]
 """A signed-in member of one of `identity.admin_groups`."""
 
 
+class Refused(Exception):
+    """An admin API refusal (404, 409, ...) that becomes `error_response`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:

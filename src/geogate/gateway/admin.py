@@ -18,8 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from geogate.config import parse_duration
-from geogate.gateway.access import Access, Admin, Caller, Denied, error_response
+from geogate.gateway.access import Access, Admin, Caller, Denied, Refused, error_response
 from geogate.gateway.admin_audit import add_audit_routes
+from geogate.gateway.admin_reviews import add_review_routes
 from geogate.gateway.admin_sessions import add_session_routes
 from geogate.gateway.runtime import Runtime
 from geogate.identity.accounts import AccountError, Accounts
@@ -53,6 +54,10 @@ def admin_api(runtime: Runtime) -> FastAPI:
     async def _denied(_request: Request, exc: Denied) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return error_response(exc.status, exc.code, exc.message, headers)
+
+    @api.exception_handler(Refused)
+    async def _api_refused(_request: Request, exc: Refused) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
 
     @api.exception_handler(AccountError)
     async def _refused(_request: Request, exc: AccountError) -> JSONResponse:
@@ -163,4 +168,5 @@ def admin_api(runtime: Runtime) -> FastAPI:
 
     add_audit_routes(api, runtime)
     add_session_routes(api, runtime)
+    add_review_routes(api, runtime)
     return api

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Query, Response
 
-from geogate.gateway.access import Admin, error_response
+from geogate.gateway.access import Admin, Refused
 from geogate.gateway.runtime import Runtime
 from geogate.recording.sessions import (
     AmbiguousSession,
@@ -28,33 +27,19 @@ from geogate.recording.sessions import (
 from geogate.recording.storage import StorageError
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 def add_session_routes(api: FastAPI, runtime: Runtime) -> None:
     storage = runtime.recorder.storage  # the recorder's own: one connection pool, closed with it
     index = runtime.store.recorded
-
-    async def _refused(_request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, _Refused)
-        return error_response(exc.status, exc.code, exc.message)
-
-    api.add_exception_handler(_Refused, _refused)
 
     async def _session(session_id: str) -> Session:
         try:
             session = await load_session(storage, index, session_id)
         except AmbiguousSession as exc:
-            raise _Refused(409, "ambiguous_session", exc.message) from None
+            raise Refused(409, "ambiguous_session", exc.message) from None
         except StorageError as exc:
-            raise _Refused(503, "recording_unavailable", str(exc)) from None
+            raise Refused(503, "recording_unavailable", str(exc)) from None
         if session is None:
-            raise _Refused(404, "not_found", unknown_session(session_id))
+            raise Refused(404, "not_found", unknown_session(session_id))
         return session
 
     @api.get("/api/v1/sessions", tags=["sessions"])
@@ -72,7 +57,7 @@ def add_session_routes(api: FastAPI, runtime: Runtime) -> None:
         try:
             moment = None if since is None else since_time(since)
         except ValueError as exc:
-            raise _Refused(400, "bad_request", f"since: {exc}.") from None
+            raise Refused(400, "bad_request", f"since: {exc}.") from None
         summaries = await index.sessions(
             user=user, connection=connection, decision=decision, since=moment, limit=limit
         )

@@ -23,9 +23,11 @@ from typing import Any, ParamSpec, TypeVar
 from starlette.types import Message, Receive, Scope, Send
 
 from geogate.agent import UpstreamError, UpstreamRequest, UpstreamResponse
-from geogate.config import Connection, Target
+from geogate.config import Connection, Review, Target
 from geogate.dlp import MaskingError, TextTransform
 from geogate.dlp.plan import CallMasking
+from geogate.gateway import reviewing
+from geogate.gateway.access import base_url
 from geogate.gateway.errors import Refusal, refusal_response
 from geogate.gateway.headers import Headers, caller_token, downstream_headers, upstream_headers
 from geogate.gateway.observe import AccessSink, CallLog
@@ -42,6 +44,7 @@ from geogate.protocols import (
 )
 from geogate.recording import RecordingUnavailable, calls
 from geogate.residency import Evidence
+from geogate.reviews import CallerLeft, CallUnderReview, ReviewRefusal
 
 _log = logging.getLogger("geogate.datapath")
 P = ParamSpec("P")
@@ -117,10 +120,21 @@ class DataPath:
             if decision.set_fields:
                 body.content = _with_fields(body.content, decision.set_fields)
             masking = self._masking(decision.policy_name, principal, log)
+            unmasked = body.content
             if masking is not None and masking.request is not None:
                 await _mask_request(body, adapter, masking.request, name, connection)
+            review = None
+            rule = decision.policy.review if decision.policy is not None else None
+            if rule is not None:
+                call = await self._under_review(
+                    scope, headers, log, principal, decision, body, unmasked, adapter, masking
+                )
+                if call is not None:
+                    review = await self._review(call, rule, scope, headers, receive)
             content = (decision.policy.record if decision.policy else None) or self.content
-            await self._write_ahead(principal, decision, log, body, first_url, masking, content)
+            await self._write_ahead(
+                principal, decision, log, body, first_url, masking, content, review
+            )
             replies = _Replies(masking, connection.max_body, _tape(content, connection))
             forwarded_at = time.perf_counter()
             upstream, used = await self._forward(
@@ -173,6 +187,7 @@ class DataPath:
         url: str,
         masking: CallMasking | None,
         content: str,
+        review: dict[str, Any] | None,
     ) -> None:
         """The call's record, stored before anything leaves (or the call is refused)."""
         request = None
@@ -199,6 +214,7 @@ class DataPath:
             region=decision.target_region,
             masked=dict(masking.counts()) if masking is not None else None,
             request=request,
+            review=review,
         )
         try:
             await self.runtime.recorder.write_ahead(record)
@@ -207,6 +223,73 @@ class DataPath:
                 "recording_unavailable",
                 f"The call's audit record could not be stored ({exc}), so nothing was sent; "
                 "try again once the recording store is writable.",
+            ) from None
+
+    async def _under_review(
+        self,
+        scope: Scope,
+        headers: Headers,
+        log: CallLog,
+        principal: Principal,
+        decision: Decision,
+        body: _RequestBody,
+        unmasked: bytes | AsyncIterator[bytes],
+        adapter: ProtocolAdapter,
+        masking: CallMasking | None,
+    ) -> CallUnderReview | None:
+        """The call as its review binds it, or None when its policy reviews only findings
+        (`on_detect: review`) and there are none. With findings, the call would go as the
+        caller sent it: that is what approvers are asked to let through."""
+        assert decision.policy is not None and log.connection is not None
+        found = None
+        reason = f"policy {decision.policy.name!r} reviews every call"
+        if masking is not None and masking.review and masking.request is not None:
+            found = dict(masking.request.counts)
+            if not found:
+                return None
+            masking.request.counts.clear()
+            body.content = unmasked
+            reason = f"the request contains {', '.join(sorted(found))}"
+        await _buffer(body, log.connection, self.runtime.config.connections[log.connection])
+        assert isinstance(body.content, bytes)
+        target = _addressed(scope)
+        return CallUnderReview(
+            request_id=log.request_id,
+            principal=principal,
+            connection=log.connection,
+            policy=decision.policy.name,
+            policy_version=self.runtime.policy.version,
+            method=log.method,
+            target=target,
+            body=body.content,
+            summary=reviewing.summary(
+                method=log.method,
+                target=target,
+                body=body.content,
+                content_type=body.content_type,
+                adapter=adapter,
+                facts=body.facts,
+                headers=headers,
+                masker=self.runtime.preview_masker(),
+                reason=reason,
+                found=found,
+            ),
+        )
+
+    async def _review(
+        self, call: CallUnderReview, rule: Review, scope: Scope, headers: Headers, receive: Receive
+    ) -> dict[str, Any]:
+        """Wait for, or refuse until, the approvals the policy asks for."""
+        access_base = base_url(self.runtime, headers, scope["scheme"])
+        try:
+            return await self.runtime.reviews.admit(
+                call, rule, access_base, lambda: _wait_disconnect(receive)
+            )
+        except ReviewRefusal as refusal:
+            raise Refusal(refusal.code, refusal.message, **refusal.details) from None
+        except CallerLeft:
+            raise Refusal(
+                "bad_request", "The client disconnected while its call was held for review."
             ) from None
 
     def _close_record(self, log: CallLog, replies: _Replies | None, message: str) -> None:
@@ -492,6 +575,21 @@ async def _read_reply(upstream: UpstreamResponse, log: CallLog, limit: int) -> b
     return b"".join(chunks)
 
 
+async def _buffer(body: _RequestBody, name: str, connection: Connection) -> None:
+    """Read a streamed body whole (masking and reviews need all of it)."""
+    if isinstance(body.content, bytes):
+        return
+    chunks: list[bytes] = []
+    try:
+        async for chunk in body.content:
+            chunks.append(chunk)
+    except _BodyTooLarge:
+        raise _too_large(name, connection) from None
+    except ConnectionResetError:
+        raise Refusal("bad_request", "The client disconnected while sending the body.") from None
+    body.content, body.streamed = b"".join(chunks), False
+
+
 async def _mask_request(
     body: _RequestBody,
     adapter: ProtocolAdapter,
@@ -500,18 +598,8 @@ async def _mask_request(
     connection: Connection,
 ) -> None:
     """Replace the body with its masked form; masking needs all of it, so read it all."""
-    if not isinstance(body.content, bytes):
-        chunks: list[bytes] = []
-        try:
-            async for chunk in body.content:
-                chunks.append(chunk)
-        except _BodyTooLarge:
-            raise _too_large(name, connection) from None
-        except ConnectionResetError:
-            raise Refusal(
-                "bad_request", "The client disconnected while sending the body."
-            ) from None
-        body.content, body.streamed = b"".join(chunks), False
+    await _buffer(body, name, connection)
+    assert isinstance(body.content, bytes)
     try:
         body.content = _guarded(adapter.mask_request, body.content, body.content_type, masker)
     except MaskingError as exc:
@@ -635,6 +723,13 @@ def _target(deployment: Target, tail: bytes, query: bytes) -> str:
         return target_url(deployment.url, tail, query)
     except PathError as exc:
         raise Refusal("bad_request", str(exc)) from None
+
+
+def _addressed(scope: Scope) -> str:
+    """The path and query the caller sent, as a review binds and shows them."""
+    query = scope["query_string"]
+    path: bytes = scope["raw_path"] + (b"?" + query if query else b"")
+    return path.decode("latin-1")
 
 
 def _session_id(headers: Headers, default: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from geogate.agent import Executor, LocalExecutor
 from geogate.config import Config, Connection, Credentials, Target
+from geogate.dlp import BUILTIN_ENTITIES, Engine, Masker
 from geogate.dlp.plan import MaskPlan, compile_masking, load_key
 from geogate.dlp.vault import Vaults
 from geogate.gateway.routing import Router
@@ -21,6 +22,7 @@ from geogate.residency import (
     catalog_for,
     load_address_book,
 )
+from geogate.reviews import Notifier, Reviews, Wakeups
 from geogate.store import Store, open_store
 
 
@@ -45,6 +47,14 @@ def _signer(connection: Connection, target: Target) -> SigV4Signer | None:
 
 def _masks(config: Config) -> bool:
     return any(policy.mask is not None for policy in config.policies)
+
+
+def _preview_engine(config: Config) -> Engine | None:
+    """What review summaries are masked with: every entity, built in and custom."""
+    if not any(policy.review is not None for policy in config.policies):
+        return None
+    custom = config.masking.custom
+    return Engine.build(frozenset(BUILTIN_ENTITIES) | frozenset(custom), custom)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,13 @@ class Runtime:
     """The `tokenize` style's per-session vaults."""
     recorder: Recorder
     """Writes every call's record before it is forwarded."""
+    reviews: Reviews
+    """Holds or refuses calls under a policy's `review` until people approve them."""
+    preview: Engine | None
+    """Masks the call summaries approvers are shown (None when no policy reviews)."""
+
+    def preview_masker(self) -> Masker | None:
+        return None if self.preview is None else Masker(self.preview, "redact")
 
     @classmethod
     async def start(cls, config: Config) -> Runtime:
@@ -86,9 +103,19 @@ class Runtime:
         directory = DirectoryWatch(store)
         tokens = TokenVerifier(config.identity.oidc)
         trail = RefusalTrail(store)
+        preview = await asyncio.to_thread(_preview_engine, config)
         recorder: Recorder | None = None
+        reviews: Reviews | None = None
         try:
             recorder = await Recorder.start(gateway, store.recorded)
+            reviews = Reviews(
+                store.reviews,
+                Wakeups(store.folder),
+                Notifier(config.reviews.notify),
+                recorder.append,
+            )
+            reviews.base_url = gateway.public_url or f"http://{gateway.listen}"
+            await reviews.start()
             await directory.start()
             await tokens.start()
             trail.start()
@@ -123,8 +150,12 @@ class Runtime:
                 masking=masking,
                 vaults=Vaults(key),
                 recorder=recorder,
+                reviews=reviews,
+                preview=preview,
             )
         except BaseException:
+            if reviews is not None:
+                await reviews.close()
             if recorder is not None:
                 await recorder.close()
             await trail.close()
@@ -137,6 +168,7 @@ class Runtime:
         await self.executor.close()
         for source in self.tokens_for.values():
             await source.close()
+        await self.reviews.close()
         await self.recorder.close()
         await self.trail.close()
         await self.directory.close()

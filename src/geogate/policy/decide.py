@@ -400,12 +400,6 @@ def _not_yet_enforced(policy: Policy, name: str, connection: Connection) -> tupl
             f"Connection {name!r} runs through agent {connection.agent!r}, and network agents "
             f"are not available in this GeoGate version; the call was not rerouted.",
         )
-    if policy.review is not None or (policy.mask and policy.mask.on_detect == "review"):
-        return (
-            "approval_required",
-            f"Policy {policy.name!r} requires an approval, and approvals are not available in "
-            f"this GeoGate version; the call was refused.",
-        )
     return None
 
 

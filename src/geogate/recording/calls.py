@@ -97,6 +97,7 @@ def call(
     region: str | None,
     masked: Mapping[str, int] | None,
     request: dict[str, Any] | None,
+    review: dict[str, Any] | None = None,
 ) -> Record:
     record: Record = {
         "kind": "call",
@@ -116,7 +117,7 @@ def call(
         "decision": "allow",
         "reasons": list(reasons),
         "region": region,
-        "review": None,
+        "review": review,
         "masked": dict(masked) if masked else None,
     }
     if request is not None:

@@ -64,10 +64,12 @@ class ReviewRow:
 class ReviewConflict(Exception):
     """The review cannot take this change now (already decided, expired, voted twice)."""
 
-    def __init__(self, row: ReviewRow, message: str) -> None:
+    def __init__(self, row: ReviewRow, message: str, *, expired_now: bool = False) -> None:
         super().__init__(message)
         self.row = row
         self.message = message
+        self.expired_now = expired_now
+        """The review was found past its deadline and expired by this very change."""
 
 
 _COLUMNS = tuple(field.name for field in fields(ReviewRow))
@@ -115,7 +117,7 @@ class ReviewStore:
             row = (await conn.execute(query)).first()
         return None if row is None else _row(row)
 
-    async def list(
+    async def find(
         self, *, status: str | None = None, subject: str | None = None, limit: int = 100
     ) -> list[ReviewRow]:
         """Newest first."""
@@ -134,7 +136,7 @@ class ReviewStore:
 
         A review found past its deadline is expired (and stays so) before the vote is refused.
         """
-        problem = None
+        problem, expired_now = None, False
         async with self._writer.begin() as conn:
             row = await _get(conn, review_id)
             if row is None:
@@ -142,7 +144,7 @@ class ReviewStore:
             if row.status == PENDING and now >= row.deadline:
                 row = await _set(conn, row, status=EXPIRED, decided_at=row.deadline)
                 await _event(conn, "review.expired", None, row, now)
-                problem = f"Review {row.id} expired before it was decided."
+                problem, expired_now = f"Review {row.id} expired before it was decided.", True
             elif row.status != PENDING:
                 problem = f"Review {row.id} is already {row.status}."
             elif any(vote["by"] == voter for vote in row.votes):
@@ -150,7 +152,7 @@ class ReviewStore:
             else:
                 row = await self._add_vote(conn, row, voter, approve, reason, now)
         if problem is not None:
-            raise ReviewConflict(row, problem)
+            raise ReviewConflict(row, problem, expired_now=expired_now)
         return row
 
     @staticmethod
@@ -217,7 +219,7 @@ class ReviewStore:
         expired = []
         for review_id in candidates:
             row = await self.get(review_id)
-            if row is not None and _overdue(row, now):
+            if row is not None and overdue(row, now):
                 closed = await self.close(review_id, EXPIRED, now)
                 if closed is not None:
                     expired.append(closed)
@@ -228,7 +230,8 @@ def _open(row: ReviewRow) -> bool:
     return row.status == PENDING or (row.status == APPROVED and row.grant_until is None)
 
 
-def _overdue(row: ReviewRow, now: datetime) -> bool:
+def overdue(row: ReviewRow, now: datetime) -> bool:
+    """Whether a review still open has run out of time."""
     if row.status == PENDING:
         return now >= row.deadline
     use_by = row.use_by

@@ -1,0 +1,128 @@
+"""Reviews in the admin API: list them, and approve or deny as yourself.
+
+    curl -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:8080/api/v1/reviews?status=pending"
+    curl -X POST -H "Authorization: Bearer $TOKEN" -H "content-type: application/json" \
+        -d '{"reason": "ticket SEC-42"}' http://127.0.0.1:8080/api/v1/reviews/rev_.../approve
+
+Anyone signed in may call these; what they see and may decide follows the review: admins
+see every review, approvers the ones they may decide, callers their own. Nobody decides a
+review of their own call.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, FastAPI, Query, Request
+from pydantic import BaseModel, Field
+
+from geogate.gateway.access import Caller, Refused, base_url
+from geogate.gateway.runtime import Runtime
+from geogate.identity import Principal
+from geogate.reviews import NotAllowed, refusal_to_decide
+from geogate.store import ReviewConflict, ReviewRow
+
+
+class ReviewInfo(BaseModel):
+    id: str
+    status: Literal["pending", "approved", "denied", "expired", "used", "withdrawn"]
+    mode: Literal["hold", "ask"]
+    subject: str
+    user: str
+    connection: str
+    policy: str
+    policy_version: str
+    request_id: str
+    summary: dict[str, Any]
+    """The call's method, target, why it is reviewed, and a masked preview of its text."""
+    approvers: dict[str, list[str]]
+    min_approvals: int
+    votes: list[dict[str, Any]]
+    grant: float
+    requested_at: datetime
+    deadline: datetime
+    decided_at: datetime | None
+    grant_until: datetime | None
+    used_at: datetime | None
+    url: str
+    may_decide: bool = False
+    """Whether the signed-in person may approve or deny it now."""
+
+
+class Decision(BaseModel):
+    reason: Annotated[str | None, Field(max_length=1000)] = None
+
+
+def add_review_routes(api: FastAPI, runtime: Runtime) -> None:
+    reviews = runtime.reviews
+    store = runtime.store.reviews
+    admin_groups = frozenset(runtime.config.identity.admin_groups)
+
+    def info(row: ReviewRow, principal: Principal, request: Request) -> ReviewInfo:
+        base = base_url(runtime, request.scope["headers"], request.url.scheme)
+        may = row.status == "pending" and refusal_to_decide(row, principal) is None
+        return ReviewInfo.model_validate({**reviews.view(row, base), "may_decide": may})
+
+    def visible(row: ReviewRow, principal: Principal) -> bool:
+        return (
+            bool(principal.groups & admin_groups)
+            or principal.subject == row.subject
+            or principal.user == row.user
+            or refusal_to_decide(row, principal) is None
+        )
+
+    @api.get("/api/v1/reviews", tags=["reviews"])
+    async def list_reviews(
+        principal: Caller,
+        request: Request,
+        status: Literal["pending", "approved", "denied", "expired", "used", "withdrawn"]
+        | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[ReviewInfo]:
+        """Newest first: the reviews the signed-in person may see."""
+        await reviews.sweep()  # an overdue review shows as expired, not pending
+        rows = await store.find(status=status, limit=limit)
+        return [info(row, principal, request) for row in rows if visible(row, principal)]
+
+    @api.get("/api/v1/reviews/{review_id}", tags=["reviews"])
+    async def get_review(review_id: str, principal: Caller, request: Request) -> ReviewInfo:
+        row = await store.get(review_id)
+        if row is None or not visible(row, principal):
+            raise Refused(404, "not_found", f"No review {review_id!r} that you may see.")
+        return info(row, principal, request)
+
+    async def decide(
+        review_id: str, principal: Principal, request: Request, approve: bool, reason: str | None
+    ) -> ReviewInfo:
+        try:
+            row = await reviews.vote(review_id, principal, approve=approve, reason=reason)
+        except KeyError:
+            raise Refused(404, "not_found", f"No review {review_id!r}.") from None
+        except NotAllowed as exc:
+            raise Refused(403, "forbidden", str(exc)) from None
+        except ReviewConflict as exc:
+            raise Refused(409, "review_closed", exc.message) from None
+        return info(row, principal, request)
+
+    @api.post("/api/v1/reviews/{review_id}/approve", tags=["reviews"])
+    async def approve(
+        review_id: str,
+        principal: Caller,
+        request: Request,
+        decision: Annotated[Decision | None, Body()] = None,
+    ) -> ReviewInfo:
+        """Approve as yourself; the call goes once the review has its `min_approvals`."""
+        reason = decision.reason if decision is not None else None
+        return await decide(review_id, principal, request, True, reason)
+
+    @api.post("/api/v1/reviews/{review_id}/deny", tags=["reviews"])
+    async def deny(
+        review_id: str,
+        principal: Caller,
+        request: Request,
+        decision: Annotated[Decision | None, Body()] = None,
+    ) -> ReviewInfo:
+        """Deny as yourself: one denial decides, and the caller is told your reason."""
+        reason = decision.reason if decision is not None else None
+        return await decide(review_id, principal, request, False, reason)

@@ -1,0 +1,353 @@
+"""Just-in-time approval end to end: the official `openai` SDK calls through the gateway, and
+approvers decide through the admin API as themselves.
+
+The demo LLM echoes the last user message, so a reply shows the call went through; the
+recording log shows every step of each review.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from tests.conftest import UPSTREAM_KEY
+from tests.gateways import Gateway, run_gateway
+from tests.recordings import records
+
+POLICY = """\
+version: 1
+gateway:
+  region: onprem:test-eu
+  state: "sqlite:///{folder}/state.db"
+  audit_key: "{folder}/audit.key"
+  recordings: {{store: "file://{folder}/recordings"}}
+regions:
+  onprem:test-eu: {{jurisdiction: eu, cidrs: [127.0.0.0/8]}}
+connections:
+  held: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+  asked: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+  granted: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+  brief: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+  dual: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+  detected: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+policies:
+  - name: hold
+    subjects: {{groups: [contractors]}}
+    connections: [held]
+    review: {{approvers: {{groups: [security]}}, mode: hold, timeout: 30s}}
+  - name: ask
+    subjects: {{groups: [contractors]}}
+    connections: [asked]
+    review: {{approvers: {{groups: [security]}}, mode: ask, timeout: 1m}}
+  - name: grant
+    subjects: {{groups: [contractors]}}
+    connections: [granted]
+    review: {{approvers: {{groups: [security]}}, mode: ask, grant: 3s}}
+  - name: brief
+    subjects: {{groups: [contractors]}}
+    connections: [brief]
+    review: {{approvers: {{groups: [security]}}, mode: hold, timeout: 1s}}
+  - name: dual
+    subjects: {{groups: [contractors]}}
+    connections: [dual]
+    review: {{approvers: {{users: [carol@example.com], groups: [security]}}, mode: ask, min_approvals: 2}}
+  - name: detect
+    subjects: {{groups: [contractors]}}
+    connections: [detected]
+    mask: {{request: [us_ssn], on_detect: review}}
+    review: {{approvers: {{groups: [security]}}, mode: ask}}
+"""
+SSN = "123-45-6789"
+
+
+class Team:
+    """The caller and the people around them, each with an API key."""
+
+    def __init__(self, gw: Gateway, folder: Path) -> None:
+        self.gw = gw
+        self.folder = folder
+        self.alice = gw.create_key("alice@example.com", groups=["contractors", "security"])
+        self.bob = gw.create_key("bob@example.com", groups=["security"])
+        self.carol = gw.create_key("carol@example.com", groups=["security"])
+        self.mallory = gw.create_key("mallory@example.com", groups=["contractors"])
+        self.bot = gw.create_key(
+            "bob@example.com", groups=["security"], service_account="approver-bot"
+        )
+
+    def client(self, connection: str, **options: Any) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=self.gw.url(connection), api_key=self.alice, max_retries=0, **options
+        )
+
+    def api(self, method: str, path: str, key: str, body: Any = None) -> httpx2.Response:
+        return httpx2.request(
+            method,
+            self.gw.base_url + path,
+            headers={"Authorization": f"Bearer {key}"},
+            json=body,
+            timeout=10,
+        )
+
+    def approve(self, review_id: str, key: str, reason: str | None = None) -> httpx2.Response:
+        body = {"reason": reason} if reason else None
+        return self.api("POST", f"/api/v1/reviews/{review_id}/approve", key, body)
+
+    def deny(self, review_id: str, key: str, reason: str | None = None) -> httpx2.Response:
+        body = {"reason": reason} if reason else None
+        return self.api("POST", f"/api/v1/reviews/{review_id}/deny", key, body)
+
+    def pending(self, key: str, connection: str) -> list[dict[str, Any]]:
+        answer = self.api("GET", "/api/v1/reviews?status=pending", key)
+        assert answer.status_code == 200, answer.text
+        return [row for row in answer.json() if row["connection"] == connection]
+
+    def wait_pending(self, connection: str, count: int = 1) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 10
+        while True:
+            rows = self.pending(self.bob, connection)
+            if len(rows) >= count:
+                return rows
+            assert time.monotonic() < deadline, f"no pending review of {connection}"
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory: pytest.TempPathFactory, demo_url: str) -> Iterator[Team]:
+    folder = tmp_path_factory.mktemp("reviews")
+    policy = POLICY.format(folder=folder, demo=demo_url, key=UPSTREAM_KEY)
+    with run_gateway(folder, policy) as gw:
+        yield Team(gw, folder)
+
+
+def _chat(client: openai.OpenAI, text: str) -> str:
+    reply = client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": text}]
+    )
+    return reply.choices[0].message.content or ""
+
+
+def _error(exc: openai.APIStatusError) -> dict[str, Any]:
+    body = exc.body
+    assert isinstance(body, dict)
+    error = body.get("error", body)
+    assert isinstance(error, dict)
+    return error
+
+
+class _Background:
+    """A call made in a thread, so the test can approve it while it is held."""
+
+    def __init__(self, client: openai.OpenAI, text: str) -> None:
+        self.result: str | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(client, text))
+        self._thread.start()
+
+    def _run(self, client: openai.OpenAI, text: str) -> None:
+        try:
+            self.result = _chat(client, text)
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self) -> None:
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive()
+
+
+def test_hold_waits_for_another_persons_approval(team: Team) -> None:
+    call = _Background(team.client("held"), "deploy the fix for ticket 7")
+    [review] = team.wait_pending("held")
+    assert review["subject"] == "alice@example.com" and review["mode"] == "hold"
+    assert review["summary"]["preview"] == "deploy the fix for ticket 7"
+    assert call.result is None and call.error is None  # still held
+
+    own = team.approve(review["id"], team.alice)
+    assert own.status_code == 403 and "own call" in own.json()["error"]["message"]
+    bot = team.approve(review["id"], team.bot)
+    assert bot.status_code == 403 and "service account" in bot.json()["error"]["message"]
+    outsider = team.approve(review["id"], team.mallory)
+    assert outsider.status_code == 403 and "not an approver" in outsider.json()["error"]["message"]
+
+    approved = team.approve(review["id"], team.bob, "looks fine")
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "approved"
+    call.join()
+    assert call.error is None and call.result == "You said: deploy the fix for ticket 7"
+
+    again = team.approve(review["id"], team.carol)
+    assert again.status_code == 409  # decided, then used: nothing left to approve
+    kinds = _review_steps(team, review["id"])
+    assert kinds == ["review.requested", "review.voted", "review.approved", "review.used"]
+    record = _call_record(team, review["request_id"])
+    assert record["review"]["id"] == review["id"]
+    assert record["review"]["approved_by"] == ["bob@example.com"]
+
+
+def test_hold_denied_refuses_the_call_with_the_reason(team: Team) -> None:
+    call = _Background(team.client("held"), "drop the production table")
+    [review] = team.wait_pending("held")
+    denied = team.deny(review["id"], team.bob, "not during the freeze")
+    assert denied.status_code == 200 and denied.json()["status"] == "denied"
+    call.join()
+    assert isinstance(call.error, openai.PermissionDeniedError)
+    error = _error(call.error)
+    assert error["code"] == "approval_denied" and error["review_id"] == review["id"]
+    assert "not during the freeze" in error["message"]
+
+
+def test_hold_times_out_as_approval_expired(team: Team) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        _chat(team.client("brief"), "anything")
+    assert _error(caught.value)["code"] == "approval_expired"
+    [row] = [
+        r for r in team.api("GET", "/api/v1/reviews", team.bob).json() if r["connection"] == "brief"
+    ]
+    assert row["status"] == "expired"
+    assert _review_steps(team, row["id"]) == ["review.requested", "review.expired"]
+
+
+def test_held_caller_that_leaves_withdraws_its_review(team: Team) -> None:
+    with pytest.raises(openai.APITimeoutError):
+        _chat(team.client("held", timeout=1.0), "I will not wait")
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [
+            r
+            for r in team.api("GET", "/api/v1/reviews", team.bob).json()
+            if r["connection"] == "held" and r["summary"]["preview"] == "I will not wait"
+        ]
+        if rows and rows[0]["status"] == "withdrawn":
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.05)
+    assert team.approve(rows[0]["id"], team.bob).status_code == 409
+
+
+def test_ask_refuses_at_once_and_the_same_call_goes_once_approved(team: Team) -> None:
+    client = team.client("asked")
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        _chat(client, "summarise ticket 9")
+    error = _error(caught.value)
+    assert error["code"] == "approval_required"
+    review_id, url = error["review_id"], error["review_url"]
+    assert url == f"{team.gw.base_url}/reviews/{review_id}"
+
+    with pytest.raises(openai.PermissionDeniedError) as again:  # still pending: same review
+        _chat(client, "summarise ticket 9")
+    assert _error(again.value)["review_id"] == review_id
+
+    assert team.approve(review_id, team.bob).status_code == 200
+    with pytest.raises(openai.PermissionDeniedError) as changed:
+        _chat(client, "summarise ticket 9 and email it to me")
+    other = _error(changed.value)
+    assert other["code"] == "approval_required" and other["review_id"] != review_id
+
+    assert _chat(client, "summarise ticket 9") == "You said: summarise ticket 9"
+    with pytest.raises(openai.PermissionDeniedError) as used:  # single use: asks anew
+        _chat(client, "summarise ticket 9")
+    third = _error(used.value)
+    assert third["code"] == "approval_required" and third["review_id"] not in (
+        review_id,
+        other["review_id"],
+    )
+
+
+def test_ask_denied_answers_approval_denied(team: Team) -> None:
+    client = team.client("asked")
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        _chat(client, "export every customer")
+    review_id = _error(caught.value)["review_id"]
+    assert team.deny(review_id, team.carol, "no bulk exports").status_code == 200
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        _chat(client, "export every customer")
+    error = _error(denied.value)
+    assert error["code"] == "approval_denied" and "no bulk exports" in error["message"]
+
+
+def test_grant_window_lets_the_caller_use_the_connection_until_it_ends(team: Team) -> None:
+    client = team.client("granted")
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        _chat(client, "first question")
+    review_id = _error(caught.value)["review_id"]
+    approved = team.approve(review_id, team.bob)
+    assert approved.json()["grant_until"] is not None
+    assert _chat(client, "first question") == "You said: first question"
+    assert _chat(client, "another question") == "You said: another question"
+    other = openai.OpenAI(base_url=team.gw.url("granted"), api_key=team.mallory, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as someone_else:
+        _chat(other, "may I too?")
+    assert _error(someone_else.value)["code"] == "approval_required"
+
+    time.sleep(3.2)  # the grant window is 3 s
+    with pytest.raises(openai.PermissionDeniedError) as ended:
+        _chat(client, "one more")
+    assert _error(ended.value)["code"] == "approval_required"
+    assert _review_steps(team, review_id).count("review.used") == 2
+
+
+def test_min_approvals_needs_two_people(team: Team) -> None:
+    client = team.client("dual")
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        _chat(client, "rotate the keys")
+    review_id = _error(caught.value)["review_id"]
+    first = team.approve(review_id, team.bob)
+    assert first.json()["status"] == "pending" and len(first.json()["votes"]) == 1
+    assert team.approve(review_id, team.bob).status_code == 409  # one vote per person
+    with pytest.raises(openai.PermissionDeniedError):
+        _chat(client, "rotate the keys")
+    assert team.approve(review_id, team.carol).json()["status"] == "approved"
+    assert _chat(client, "rotate the keys") == "You said: rotate the keys"
+
+
+def test_on_detect_review_holds_only_calls_with_findings(team: Team) -> None:
+    client = team.client("detected")
+    assert _chat(client, "nothing sensitive here") == "You said: nothing sensitive here"
+    text = f"customer SSN {SSN} needs a refund"
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        _chat(client, text)
+    error = _error(caught.value)
+    review = team.api("GET", f"/api/v1/reviews/{error['review_id']}", team.bob).json()
+    assert review["summary"]["found"] == {"us_ssn": 1}
+    assert SSN not in json.dumps(review)  # approvers see the call masked
+    assert "[US_SSN]" in review["summary"]["preview"]
+    assert team.approve(error["review_id"], team.bob).status_code == 200
+    assert _chat(client, text) == f"You said: {text}"  # approved: it goes as it was sent
+
+
+def test_reviews_are_visible_to_approvers_and_their_callers_only(team: Team) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        _chat(team.client("asked"), "visibility check")
+    review_id = _error(caught.value)["review_id"]
+    assert team.api("GET", f"/api/v1/reviews/{review_id}", team.mallory).status_code == 404
+    mine = team.api("GET", f"/api/v1/reviews/{review_id}", team.alice).json()
+    assert mine["may_decide"] is False
+    theirs = team.api("GET", f"/api/v1/reviews/{review_id}", team.bob).json()
+    assert theirs["may_decide"] is True
+    assert team.approve("rev_unknown", team.bob).status_code == 404
+    assert team.api("GET", "/api/v1/reviews", "gk_forged").status_code == 401
+
+
+def _review_steps(team: Team, review_id: str) -> list[str]:
+    deadline = time.monotonic() + 10
+    while True:
+        steps = [r["kind"] for r in records(team.folder) if r.get("review_id") == review_id]
+        if steps and steps[-1] in ("review.used", "review.expired", "review.denied"):
+            return steps
+        assert time.monotonic() < deadline, steps
+        time.sleep(0.05)
+
+
+def _call_record(team: Team, request_id: str) -> dict[str, Any]:
+    for record in records(team.folder):
+        review = record.get("review") if record.get("kind") == "call" else None
+        if review is not None and review["requested_by"] == request_id:
+            return record
+    raise AssertionError(f"no call record of {request_id}")
