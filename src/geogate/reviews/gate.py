@@ -258,7 +258,7 @@ class Reviews:
         return row
 
     def view(self, row: ReviewRow, base_url: str | None = None) -> dict[str, Any]:
-        """The review as the API, the console and notifications show it."""
+        """The review as the API, the console and notifications show it (JSON-ready)."""
         return {
             "id": row.id,
             "status": row.status,
@@ -274,11 +274,11 @@ class Reviews:
             "min_approvals": row.min_approvals,
             "votes": row.votes,
             "grant": row.grant,
-            "requested_at": row.requested_at,
-            "deadline": row.deadline,
-            "decided_at": row.decided_at,
-            "grant_until": row.grant_until,
-            "used_at": row.used_at,
+            "requested_at": _iso(row.requested_at),
+            "deadline": _iso(row.deadline),
+            "decided_at": _iso(row.decided_at),
+            "grant_until": _iso(row.grant_until),
+            "used_at": _iso(row.used_at),
             "url": review_url(base_url or self.base_url, row.id),
         }
 

@@ -87,6 +87,12 @@ class Notifier:
             await self._session.close()
 
     async def _deliver(self, receiver: Notify, event: str, review: Mapping[str, Any]) -> None:
+        try:
+            await self._attempts(receiver, event, review)
+        except Exception:  # a bug here must cost a notification, never the gateway
+            _log.exception("review %s: notification failed", review.get("id"))
+
+    async def _attempts(self, receiver: Notify, event: str, review: Mapping[str, Any]) -> None:
         kind = "slack" if receiver.slack is not None else "webhook"
         url, body, headers = _message(receiver, event, review)
         for attempt, pause in enumerate((0.0, *self._backoff)):
