@@ -68,7 +68,7 @@ policies:
   - name: reviewed
     subjects: {{groups: [support-eu]}}
     connections: [reviewed-llm]
-    review: {{approvers: {{groups: [security]}}}}
+    review: {{approvers: {{groups: [security]}}, mode: ask}}
   - name: support-eu
     subjects: {{groups: [support-eu]}}
     connections: [oai, claude, raw, "us-*", agent-llm, small, small-raw, gated, gated-claude,
