@@ -237,3 +237,24 @@ def test_explain_broken_policy_exits_2(tmp_path: Path) -> None:
 def test_explain_usage_errors_exit_2(args: list[str], policy_file: Path) -> None:
     result = runner.invoke(app, [*args, "--config", str(policy_file)])
     assert result.exit_code == 2
+
+
+def test_explain_says_who_must_approve(policy_file: Path) -> None:
+    policy_file.write_text(
+        POLICY.replace(
+            "    mask: {request: [us_ssn], on_detect: block}\n",
+            "    mask: {request: [us_ssn], on_detect: review}\n"
+            "    review: {approvers: {users: [sam@example.com], groups: [security]}, grant: 1h}\n",
+        )
+    )
+    arguments = ["explain", "--user", "alice@example.com", "--groups", "support-eu",
+                 "--connection", "masked-llm", "--config", str(policy_file)]  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert (
+        "review: hold, 1 approval(s) from sam@example.com, group security; timeout 600s; "
+        "grant 3600s; only requests with findings"
+    ) in result.stdout.splitlines()
+    review = json.loads(runner.invoke(app, [*arguments, "--json"]).stdout)["review"]
+    assert review["approvers"] == {"users": ["sam@example.com"], "groups": ["security"]}
+    assert (review["mode"], review["grant"]) == ("hold", 3600.0)

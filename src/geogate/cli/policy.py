@@ -1,7 +1,8 @@
 """`geogate policy`: validate the policy file, and ask it who may use what and why.
 
 `explain` runs the very `decide` function the gateway runs on every call, so its answer is what
-the data path would do for that caller (before masking, review and destination checks).
+the data path would do for that caller (before masking, review and destination checks), and
+what those steps will ask: what is masked, and who must approve.
 """
 
 from __future__ import annotations
@@ -124,6 +125,18 @@ def _describe(decision: Decision) -> str:
         lines.append(
             f"mask: request {', '.join(rule.request) or '-'}; response "
             f"{', '.join(rule.response) or '-'}; style {rule.style}; on_detect {rule.on_detect}"
+        )
+    review = decision.policy.review if decision.allowed and decision.policy else None
+    if review is not None:
+        approvers = [*review.approvers.users, *(f"group {g}" for g in review.approvers.groups)]
+        lines.append(
+            f"review: {review.mode}, {review.min_approvals} approval(s) from "
+            f"{', '.join(approvers)}; timeout {review.timeout:g}s; grant {review.grant:g}s"
+            + (
+                "; only requests with findings"
+                if rule is not None and rule.on_detect == "review"
+                else ""
+            )
         )
     if decision.hops:
         lines.append("hops:")

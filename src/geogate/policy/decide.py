@@ -91,6 +91,9 @@ class Decision:
             "set_fields": dict(self.set_fields),
             "targets": list(self.targets),
             "mask": self.policy.mask.model_dump() if self.policy and self.policy.mask else None,
+            "review": (
+                self.policy.review.model_dump() if self.policy and self.policy.review else None
+            ),
         }
 
 
