@@ -112,7 +112,7 @@ def test_check_defaults_to_the_quickstart(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv("GEOGATE_CONFIG", raising=False)
     result = runner.invoke(app, ["check"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"OK: 3 connections, 2 policies ({quickstart_path()})")
+    assert result.stdout.startswith(f"OK: 3 connections, 3 policies ({quickstart_path()})")
 
 
 def test_explain_allowed(policy_file: Path) -> None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from geogate.gateway.access import Caller, Refused, base_url
 from geogate.gateway.runtime import Runtime
 from geogate.identity import Principal
-from geogate.reviews import NotAllowed, refusal_to_decide
+from geogate.reviews import NotAllowed, may_see, refusal_to_decide
 from geogate.store import ReviewConflict, ReviewRow
 
 
@@ -64,14 +64,6 @@ def add_review_routes(api: FastAPI, runtime: Runtime) -> None:
         may = row.status == "pending" and refusal_to_decide(row, principal) is None
         return ReviewInfo.model_validate({**reviews.view(row, base), "may_decide": may})
 
-    def visible(row: ReviewRow, principal: Principal) -> bool:
-        return (
-            bool(principal.groups & admin_groups)
-            or principal.subject == row.subject
-            or principal.user == row.user
-            or refusal_to_decide(row, principal) is None
-        )
-
     @api.get("/api/v1/reviews", tags=["reviews"])
     async def list_reviews(
         principal: Caller,
@@ -83,12 +75,14 @@ def add_review_routes(api: FastAPI, runtime: Runtime) -> None:
         """Newest first: the reviews the signed-in person may see."""
         await reviews.sweep()  # an overdue review shows as expired, not pending
         rows = await store.find(status=status, limit=limit)
-        return [info(row, principal, request) for row in rows if visible(row, principal)]
+        return [
+            info(row, principal, request) for row in rows if may_see(row, principal, admin_groups)
+        ]
 
     @api.get("/api/v1/reviews/{review_id}", tags=["reviews"])
     async def get_review(review_id: str, principal: Caller, request: Request) -> ReviewInfo:
         row = await store.get(review_id)
-        if row is None or not visible(row, principal):
+        if row is None or not may_see(row, principal, admin_groups):
             raise Refused(404, "not_found", f"No review {review_id!r} that you may see.")
         return info(row, principal, request)
 

@@ -94,7 +94,9 @@ class GatewayApp:
                 await _respond(send, refusal[0], plain_error("bad_request", refusal[1]))
         elif path == "/scim/v2" or path.startswith("/scim/v2/"):
             await self._scim(scope, receive, send)
-        elif self.console is not None and path in _CONSOLE_PATHS:
+        elif self.console is not None and (
+            path in _CONSOLE_PATHS or path.startswith(_REVIEW_PAGES)
+        ):
             await self.console.app(scope, receive, send)
         elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}')
@@ -161,6 +163,8 @@ _CONSOLE_PATHS = frozenset(
         "/saml/acs",
     }
 )
+_REVIEW_PAGES = "/reviews/"
+"""Where the console shows a review (`/reviews/{id}`), as notifications and errors link it."""
 _SCIM = "application/scim+json"
 
 

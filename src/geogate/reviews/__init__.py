@@ -13,6 +13,7 @@ from geogate.reviews.gate import (
     NotAllowed,
     ReviewRefusal,
     Reviews,
+    may_see,
     refusal_to_decide,
     review_url,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "ReviewRefusal",
     "Reviews",
     "Wakeups",
+    "may_see",
     "refusal_to_decide",
     "review_url",
     "slack_message",

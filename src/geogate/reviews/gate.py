@@ -380,6 +380,16 @@ def refusal_to_decide(row: ReviewRow, voter: Principal) -> str | None:
     return f"{voter.user} is not an approver of review {row.id} ({_approvers(row)})."
 
 
+def may_see(row: ReviewRow, viewer: Principal, admin_groups: frozenset[str]) -> bool:
+    """Who may see a review: admins, its caller, and the people who may decide it."""
+    return (
+        bool(viewer.groups & admin_groups)
+        or viewer.subject == row.subject
+        or viewer.user == row.user
+        or refusal_to_decide(row, viewer) is None
+    )
+
+
 def review_url(base_url: str, review_id: str) -> str:
     return f"{base_url.rstrip('/')}/reviews/{review_id}"
 
