@@ -78,6 +78,7 @@ class Team:
         self.bob = gw.create_key("bob@example.com", groups=["security"])
         self.carol = gw.create_key("carol@example.com", groups=["security"])
         self.mallory = gw.create_key("mallory@example.com", groups=["contractors"])
+        self.admin = gw.create_key("root@example.com", groups=["geogate-admins"])
         self.bot = gw.create_key(
             "bob@example.com", groups=["security"], service_account="approver-bot"
         )
@@ -245,6 +246,13 @@ def test_ask_refuses_at_once_and_the_same_call_goes_once_approved(team: Team) ->
     assert _error(again.value)["review_id"] == review_id
 
     assert team.approve(review_id, team.bob).status_code == 200
+    impostor = openai.OpenAI(base_url=team.gw.url("asked"), api_key=team.mallory, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as borrowed:  # bound to the caller
+        _chat(impostor, "summarise ticket 9")
+    assert _error(borrowed.value)["review_id"] != review_id
+    with pytest.raises(openai.PermissionDeniedError) as elsewhere:  # and to the path
+        team.client("asked").embeddings.create(model="demo", input="summarise ticket 9")
+    assert _error(elsewhere.value)["review_id"] != review_id
     with pytest.raises(openai.PermissionDeniedError) as changed:
         _chat(client, "summarise ticket 9 and email it to me")
     other = _error(changed.value)
@@ -351,3 +359,56 @@ def _call_record(team: Team, request_id: str) -> dict[str, Any]:
         if review is not None and review["requested_by"] == request_id:
             return record
     raise AssertionError(f"no call record of {request_id}")
+
+
+def test_the_binding_covers_caller_connection_call_body_and_policy_version() -> None:
+    from dataclasses import replace
+
+    from geogate.identity import Principal
+    from geogate.reviews import CallUnderReview
+
+    alice = Principal("alice@example.com", "alice@example.com", frozenset(), None, "api_key", None)
+    call = CallUnderReview(
+        request_id="req_1",
+        principal=alice,
+        connection="asked",
+        policy="ask",
+        policy_version="v1",
+        method="POST",
+        target="/c/asked/chat/completions",
+        body=b'{"messages": []}',
+        summary={},
+    )
+    assert replace(call, request_id="req_2", summary={"x": 1}).binding() == call.binding()
+    bob = replace(alice, subject="bob@example.com", user="bob@example.com")
+    for changed in (
+        replace(call, principal=bob),
+        replace(call, connection="held"),
+        replace(call, method="PUT"),
+        replace(call, target="/c/asked/chat/completions?x=1"),
+        replace(call, body=b'{"messages": [] }'),
+        replace(call, policy_version="v2"),
+    ):
+        assert changed.binding() != call.binding()
+
+
+def test_the_audit_report_lists_every_step_of_a_review(team: Team) -> None:
+    client = team.client("asked")
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        _chat(client, "report me")
+    review_id = _error(caught.value)["review_id"]
+    assert team.approve(review_id, team.bob, "fine").status_code == 200
+    _chat(client, "report me")
+    _review_steps(team, review_id)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    deadline = time.monotonic() + 15  # the session index is written every second
+    while True:
+        report = team.api("GET", f"/api/v1/audit/report?from={today}&to={today}", team.admin)
+        assert report.status_code == 200, report.text
+        steps = [(a["kind"], a["by"]) for a in report.json()["approvals"]]
+        if ("review.used", "alice@example.com") in steps or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ("review.voted", "bob@example.com") in steps
+    assert ("review.approved", "bob@example.com") in steps
+    assert ("review.used", "alice@example.com") in steps

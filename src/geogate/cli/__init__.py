@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from geogate.cli import audit, demo, keys, login, mask, policy, regions, sessions, up, users
+from geogate.cli import (
+    audit,
+    demo,
+    keys,
+    login,
+    mask,
+    policy,
+    regions,
+    reviews,
+    sessions,
+    up,
+    users,
+)
 
 app = typer.Typer(
     name="geogate",
@@ -25,6 +37,7 @@ app.add_typer(regions.app, name="regions")
 app.command("mask")(mask.mask)
 app.add_typer(audit.app, name="audit")
 app.add_typer(sessions.app, name="sessions")
+app.add_typer(reviews.app, name="reviews")
 
 
 def main() -> None:

@@ -378,7 +378,7 @@ def _approval(
         return None
     if not since <= at < until:
         return None
-    by = record.get("reviewer") or record.get("user") or record.get("subject")
+    by = record["reviewer"] if "reviewer" in record else record.get("user")
     request_id, decision = record.get("request_id"), record.get("decision")
     return Approval(
         at=at,

@@ -254,7 +254,7 @@ class Reviews:
         vote = row.votes[-1]
         self._step("review.voted", row, reviewer=voter.user, vote=vote)
         if row.status != PENDING:
-            self._ended_step(row)
+            self._ended_step(row, reviewer=voter.user)
         return row
 
     def view(self, row: ReviewRow, base_url: str | None = None) -> dict[str, Any]:
@@ -303,9 +303,9 @@ class Reviews:
             self._ended_step(expired)
         return expired
 
-    def _ended_step(self, row: ReviewRow) -> None:
-        """Record, announce and notify a decision or expiry."""
-        self._step(f"review.{row.status}", row)
+    def _ended_step(self, row: ReviewRow, reviewer: str | None = None) -> None:
+        """Record, announce and notify a decision (by `reviewer`'s vote) or an expiry."""
+        self._step(f"review.{row.status}", row, reviewer=reviewer)
         self._wakeups.announce(row.id)
         self._notifier.send(f"review.{row.status}", self.view(row))
 
@@ -352,8 +352,8 @@ class Reviews:
             "mode": row.mode,
             "status": row.status,
         }
-        if reviewer is not None:
-            record["reviewer"] = reviewer
+        if reviewer is not None or row.status == EXPIRED:
+            record["reviewer"] = reviewer  # an expiry is nobody's act
         if vote is not None:
             record["decision"] = vote["decision"]
             if "reason" in vote:
