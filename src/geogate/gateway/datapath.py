@@ -1,11 +1,13 @@
 """The data path, `ANY /c/{connection}/{path}`: one call, in the order DESIGN.md gives.
 
     authenticate -> resolve connection -> read request -> decide -> mask request
-        -> write-ahead record -> forward -> stream back (masking the reply) -> close record
+        -> review gate -> write-ahead record -> forward -> stream back (masking the reply)
+        -> close record
 
 Every step either hands the next one what it needs or raises a `Refusal`, which becomes an
-error in the shape the connection's SDK understands. The review gate (a later step of the
-design) slots in between `decide` and the record.
+error in the shape the connection's SDK understands. The review gate comes after masking,
+not before as in DESIGN.md's sketch: an approval is bound to the body as it will leave
+(masked), and `on_detect: review` needs masking's findings to know whether to ask at all.
 """
 
 from __future__ import annotations
