@@ -386,3 +386,18 @@ def test_a_post_without_credentials_is_refused(team: Team) -> None:
     )
     assert forged.status_code == 401
     assert team.review(review_id)["status"] == "pending"
+
+
+def test_the_home_page_lists_the_reviews_waiting_for_the_signed_in_person(team: Team) -> None:
+    review_id = team.ask("waiting <b>for</b> bob")
+    home = team.page("/", team.bob)
+    assert home.status_code == 200
+    assert f'<a href="/reviews/{review_id}">{review_id}</a>' in home.text
+    assert "alice@example.com on asked" in home.text
+    assert review_id not in team.page("/", team.alice).text  # her own call: not hers to decide
+    assert review_id not in team.page("/", team.mallory).text
+    assert (
+        team.post(f"/reviews/{review_id}", session=team.bob, data={"decision": "deny"}).status_code
+        == 303
+    )
+    assert review_id not in team.page("/", team.bob).text

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _OIDC_FLOW_COOKIE = "geogate_oidc_flow"
+_WAITING_SHOWN = 50
 _SAML_FLOW_COOKIE = "geogate_saml_flow"
 _FLOW_LIFETIME = 600
 _TOKEN_TIMEOUT = 10.0
@@ -141,10 +142,27 @@ class Console:
         body = (
             f"<p>Signed in as <b>{html.escape(principal.user)}</b> "
             f"(groups: {html.escape(groups)}).</p>"
+            f"{await self._waiting_for(principal)}"
             '<p>The admin API is at <a href="/api/docs">/api/docs</a>.</p>'
             '<form method="post" action="/logout"><button>Sign out</button></form>'
         )
         return _page("GeoGate", body)
+
+    async def _waiting_for(self, principal: Principal) -> str:
+        """The pending reviews this person may decide: where a sign-in from a review link
+        lands, so the approver is one click from the call that asked."""
+        await self._runtime.reviews.sweep()
+        rows = await self._runtime.store.reviews.find(status=PENDING, limit=_WAITING_SHOWN)
+        waiting = [row for row in rows if refusal_to_decide(row, principal) is None]
+        if not waiting:
+            return "<p>No review is waiting for you.</p>"
+        items = "".join(
+            f'<li><a href="{_review_path(row.id)}">{html.escape(row.id)}</a>: '
+            f"{html.escape(row.subject)} on {html.escape(row.connection)} "
+            f"(policy {html.escape(row.policy)})</li>"
+            for row in waiting
+        )
+        return f"<h2>Reviews waiting for you</h2><ul>{items}</ul>"
 
     async def _login_page(self, _request: Request) -> Response:
         buttons = []
