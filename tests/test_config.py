@@ -135,7 +135,7 @@ def marked_line(text: str) -> int:
 def test_quickstart_loads(tmp_path: Path) -> None:
     config = load_config(quickstart_path(), base_dir=tmp_path, env={})
     assert set(config.connections) == {"demo-openai", "demo-anthropic", "finance-llm"}
-    assert [policy.name for policy in config.policies] == ["support-eu", "finance"]
+    assert [policy.name for policy in config.policies] == ["support-eu", "finance", "contractors"]
     assert config.gateway.state == f"sqlite:///{tmp_path}/.geogate/state.db"
 
 

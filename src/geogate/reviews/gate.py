@@ -219,10 +219,11 @@ class Reviews:
                     finally:
                         wake.cancel()
                     if left.done():
-                        withdrawn = await self._store.close(row.id, WITHDRAWN, _now())
-                        if withdrawn is not None:
-                            self._step("review.withdrawn", withdrawn, request_id=request_id)
-                            raise CallerLeft
+                        await self._withdraw(row.id, request_id)
+                        raise CallerLeft
+        except asyncio.CancelledError:  # the gateway is stopping: nobody waits for the call
+            await asyncio.shield(self._withdraw(row.id, request_id))
+            raise
         finally:
             left.cancel()
         if current is not None and current.status == APPROVED:
@@ -231,6 +232,12 @@ class Reviews:
                 return self._used(used, request_id)
             current = await self._store.get(row.id)
         raise _ended(current or row)
+
+    async def _withdraw(self, review_id: str, request_id: str) -> None:
+        withdrawn = await self._store.close(review_id, WITHDRAWN, _now())
+        if withdrawn is not None:
+            self._step("review.withdrawn", withdrawn, request_id=request_id)
+            self._notifier.send("review.withdrawn", self.view(withdrawn))
 
     async def vote(
         self, review_id: str, voter: Principal, *, approve: bool, reason: str | None = None

@@ -147,6 +147,7 @@ def slack_message(event: str, review: Mapping[str, Any]) -> dict[str, Any]:
         "review.approved": "was approved",
         "review.denied": "was denied",
         "review.expired": "expired undecided",
+        "review.withdrawn": "was withdrawn: the caller stopped waiting",
     }.get(event, event)
     title = f"GeoGate review {review['id']} {what}"
     lines = [
