@@ -183,14 +183,23 @@ def test_spec_example_is_refused_for_openai_eu_then_loads_with_its_notes(tmp_pat
     assert all(str(note).startswith(f"{path}:{note.line}: note: ") for note in result.notes)
 
 
-@pytest.mark.parametrize("doc", [DOCS, DOCS.with_name("masking.md")], ids=lambda doc: doc.name)
+@pytest.mark.parametrize(
+    "doc",
+    [DOCS, DOCS.with_name("masking.md"), DOCS.with_name("reviews.md")],
+    ids=lambda doc: doc.name,
+)
 def test_docs_examples_load(tmp_path: Path, doc: Path) -> None:
     """Every complete example in a doc (a yaml block starting `version: 1`) loads."""
     blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.DOTALL)
     complete = [block for block in blocks if block.startswith("version: 1")]
     assert complete
     for block in complete:
-        parse_config(block, base_dir=tmp_path, env={"OPENAI_API_KEY": "sk-doc"})
+        env = {
+            "OPENAI_API_KEY": "sk-doc",
+            "GEOGATE_WEBHOOK_SECRET": "whsec-doc-0123456789",
+            "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/doc",
+        }
+        parse_config(block, base_dir=tmp_path, env=env)
 
 
 def test_problem_prints_like_a_compiler() -> None:
