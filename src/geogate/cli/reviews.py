@@ -232,7 +232,7 @@ def _listen_url(config: Config) -> str:
 
 
 def _local(config: Config, status: str | None, limit: int) -> list[ReviewInfo]:
-    base = config.gateway.public_url or f"http://{config.gateway.listen}"  # as the gateway links
+    base = config.gateway.own_url  # as the gateway links
     now = datetime.now(UTC)
     rows = run_on_store(config, lambda store: _find(store.reviews, status, limit, now))
     return [

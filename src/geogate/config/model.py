@@ -154,6 +154,12 @@ class Gateway(Model):
     """
 
     @property
+    def own_url(self) -> str:
+        """Where links to this gateway point when no request says: `public_url`, else the
+        listen address (review links in notifications, the CLI's own gateway)."""
+        return (self.public_url or f"http://{self.listen}").rstrip("/")
+
+    @property
     def recordings_region(self) -> str | None:
         """Where recordings are kept: declared, or the gateway's own for a local folder."""
         if self.recordings.region is None and self.recordings.store.startswith("file:"):

@@ -114,7 +114,7 @@ class Runtime:
                 Notifier(config.reviews.notify),
                 recorder.append,
             )
-            reviews.base_url = gateway.public_url or f"http://{gateway.listen}"
+            reviews.base_url = gateway.own_url
             await reviews.start()
             await directory.start()
             await tokens.start()
