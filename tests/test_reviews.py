@@ -412,3 +412,22 @@ def test_the_audit_report_lists_every_step_of_a_review(team: Team) -> None:
     assert ("review.voted", "bob@example.com") in steps
     assert ("review.approved", "bob@example.com") in steps
     assert ("review.used", "alice@example.com") in steps
+
+
+def test_what_approvers_see_is_masked_however_the_caller_disguises_it(team: Team) -> None:
+    disguised = "１２３-４５-６７８９"  # full-width digits
+    zero_width = "123\u200b-45-6789"
+    client = team.client("asked", default_headers={"x-geogate-justification": f"SSN {SSN}"})
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        _chat(
+            client,
+            f"card 4111 1111 1111 1111, SSN {zero_width} or {disguised}, AKIAIOSFODNN7EXAMPLE",
+        )
+    review = team.api("GET", f"/api/v1/reviews/{_error(caught.value)['review_id']}", team.bob)
+    shown = json.dumps(review.json(), ensure_ascii=False)
+    for value in (disguised, zero_width, "4111 1111 1111 1111", "AKIAIOSFODNN7EXAMPLE", SSN):
+        assert value not in shown
+    summary = review.json()["summary"]
+    assert "[US_SSN]" in summary["justification"]
+    assert summary["preview"].count("[US_SSN]") == 2
+    assert "[CREDIT_CARD]" in summary["preview"] and "[SECRET]" in summary["preview"]
