@@ -415,7 +415,7 @@ def test_the_audit_report_lists_every_step_of_a_review(team: Team) -> None:
 
 
 def test_what_approvers_see_is_masked_however_the_caller_disguises_it(team: Team) -> None:
-    disguised = "１２３-４５-６７８９"  # full-width digits
+    disguised = "\uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19"  # full-width
     zero_width = "123\u200b-45-6789"
     client = team.client("asked", default_headers={"x-geogate-justification": f"SSN {SSN}"})
     with pytest.raises(openai.PermissionDeniedError) as caught:
