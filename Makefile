@@ -51,6 +51,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.residency
 	$(BIN)/python -m bench.masking
 	$(BIN)/python -m bench.recording
+	$(BIN)/python -m bench.reviews
 
 clean:
 	rm -rf $(VENV) $(IDP)/node_modules .geogate .mypy_cache .pytest_cache .ruff_cache

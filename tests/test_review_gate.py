@@ -33,7 +33,7 @@ def _call(text: str = "hello") -> CallUnderReview:
         method="POST",
         target="/c/llm/chat/completions",
         body=text.encode(),
-        summary={"preview": text},
+        describe=lambda: {"preview": text},
     )
 
 

@@ -377,9 +377,9 @@ def test_the_binding_covers_caller_connection_call_body_and_policy_version() -> 
         method="POST",
         target="/c/asked/chat/completions",
         body=b'{"messages": []}',
-        summary={},
+        describe=dict,
     )
-    assert replace(call, request_id="req_2", summary={"x": 1}).binding() == call.binding()
+    assert replace(call, request_id="req_2", describe=lambda: {"x": 1}).binding() == call.binding()
     bob = replace(alice, subject="bob@example.com", user="bob@example.com")
     for changed in (
         replace(call, principal=bob),

@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
 from starlette.types import Message, Receive, Scope, Send
@@ -264,7 +265,8 @@ class DataPath:
             method=log.method,
             target=target,
             body=body.content,
-            summary=reviewing.summary(
+            describe=partial(
+                reviewing.summary,
                 method=log.method,
                 target=target,
                 body=body.content,
@@ -282,7 +284,7 @@ class DataPath:
         self, call: CallUnderReview, rule: Review, scope: Scope, headers: Headers, receive: Receive
     ) -> dict[str, Any]:
         """Wait for, or refuse until, the approvals the policy asks for."""
-        access_base = base_url(self.runtime, headers, scope["scheme"])
+        access_base = base_url(self.runtime, headers, scope.get("scheme", "http"))
         try:
             return await self.runtime.reviews.admit(
                 call, rule, access_base, lambda: _wait_disconnect(receive)

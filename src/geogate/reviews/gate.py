@@ -41,11 +41,16 @@ _log = logging.getLogger("geogate.reviews")
 SWEEP_INTERVAL = 15.0
 """Seconds between looks for reviews whose time ran out (so their expiry is recorded)."""
 Record = dict[str, Any]
+_GRANTS_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class CallUnderReview:
-    """One call as a review binds and shows it; `summary` is masked, never raw values."""
+    """One call as a review binds and shows it.
+
+    `describe` gives what approvers are shown (masked, never raw values); it is called only
+    when the call asks for a new review, so a call that goes on an approval pays nothing.
+    """
 
     request_id: str
     principal: Principal
@@ -55,7 +60,7 @@ class CallUnderReview:
     method: str
     target: str
     body: bytes
-    summary: dict[str, Any]
+    describe: Callable[[], dict[str, Any]]
 
     def binding(self) -> str:
         """What an approval covers: a retry of the same call has the same binding."""
@@ -101,6 +106,7 @@ class Reviews:
         self._notifier = notifier
         self._record = record
         self._sweeper: asyncio.Task[None] | None = None
+        self._grants: dict[tuple[str, str, str], ReviewRow] = {}
         self.base_url = ""
         """Where review pages are reached, when a request does not say (`gateway.public_url`)."""
 
@@ -125,18 +131,32 @@ class Reviews:
         """Return when the call may go (what its record says of the review), or raise
         `ReviewRefusal` (or `CallerLeft`) when it may not."""
         now = _now()
-        principal = call.principal
-        granted = await self._store.granted(
-            principal.subject, call.connection, call.policy_version, now
-        )
+        granted = await self._grant(call, now)
         if granted is not None:
-            used = await self._store.use(granted.id, now)
-            if used is not None:
-                return self._used(used, call.request_id)
+            return self._used(granted, call.request_id)
         if rule.mode == "ask":
             return await self._ask(call, rule, base_url, now)
         row = await self._request(call, rule, base_url, now)
         return await self._hold(row, call.request_id, caller_left)
+
+    async def _grant(self, call: CallUnderReview, now: datetime) -> ReviewRow | None:
+        """An approval whose grant window covers this caller and connection now.
+
+        A grant, once found, is kept in memory until its window ends: nothing takes it back
+        early (a deactivated caller is refused before the gate), so calls in the window cost
+        no store round trip.
+        """
+        key = (call.principal.subject, call.connection, call.policy_version)
+        row = self._grants.get(key)
+        if row is None or row.grant_until is None or now >= row.grant_until:
+            self._grants.pop(key, None)
+            row = await self._store.granted(*key, now)
+            if row is None:
+                return None
+            if len(self._grants) >= _GRANTS_KEPT:
+                self._grants.clear()
+            self._grants[key] = row
+        return row
 
     async def _ask(
         self, call: CallUnderReview, rule: Review, base_url: str, now: datetime
@@ -176,7 +196,7 @@ class Reviews:
             connection=call.connection,
             policy=call.policy,
             policy_version=call.policy_version,
-            summary=call.summary,
+            summary=call.describe(),
             approvers={
                 "users": list(rule.approvers.users),
                 "groups": list(rule.approvers.groups),
@@ -226,6 +246,8 @@ class Reviews:
             raise
         finally:
             left.cancel()
+        if current is not None and current.status == APPROVED and current.grant_until:
+            return self._used(current, request_id)  # its window covers this call too
         if current is not None and current.status == APPROVED:
             used = await self._store.use(current.id, _now())
             if used is not None:

@@ -181,21 +181,14 @@ class ReviewStore:
         return row
 
     async def use(self, review_id: str, now: datetime) -> ReviewRow | None:
-        """Claim an approval for one call: once, or any number of times inside its grant
-        window. None when it cannot be used (used already, expired, not approved)."""
+        """Claim the approval of one call, once. None when it cannot be used (used already,
+        expired, not approved, or a grant, whose uses the recording log counts instead)."""
         async with self._writer.begin() as conn:
             row = await _get(conn, review_id)
-            if row is None or row.status != APPROVED:
+            use_by = None if row is None or row.grant_until is not None else row.use_by
+            if row is None or row.status != APPROVED or use_by is None or now >= use_by:
                 return None
-            if row.grant_until is not None:
-                if now >= row.grant_until:
-                    return None
-                row = await _set(conn, row, used_at=now)
-            else:
-                use_by = row.use_by
-                if use_by is None or now >= use_by:
-                    return None
-                row = await _set(conn, row, status=USED, used_at=now)
+            row = await _set(conn, row, status=USED, used_at=now)
             await _event(conn, "review.used", row.subject, row, now)
         return row
 
