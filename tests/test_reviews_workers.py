@@ -101,17 +101,19 @@ def test_approval_on_one_worker_releases_a_call_held_on_another(
 ) -> None:
     (tmp_path / "geogate.yaml").write_text(POLICY.format(demo=demo_url, key=UPSTREAM_KEY))
 
-    async def keys() -> tuple[str, str]:
+    async def keys() -> list[str]:
         async with await open_store(f"sqlite:///{tmp_path}/.geogate/state.db") as store:
-            caller = await store.create_key(
-                "alice@example.com", groups=["contractors"], expires_in=3600
-            )
-            approver = await store.create_key(
-                "bob@example.com", groups=["security"], expires_in=3600
-            )
-            return caller.key, approver.key
+            made = [
+                await store.create_key(owner, groups=[group], expires_in=3600)
+                for owner, group in (
+                    ("alice@example.com", "contractors"),
+                    ("bob@example.com", "security"),
+                    ("root@example.com", "geogate-admins"),
+                )
+            ]
+            return [key.key for key in made]
 
-    caller, approver = run_sync(keys())
+    caller, approver, admin = run_sync(keys())
     with geogate_up(tmp_path, workers=2) as up:
         for attempt in range(20):  # until the approval lands on the other worker
             text = f"held call {attempt}"
@@ -122,6 +124,16 @@ def test_approval_on_one_worker_releases_a_call_held_on_another(
                 break
         else:
             raise AssertionError("20 approvals all reached the worker holding the call")
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        report = httpx2.get(
+            f"{up.base_url}/api/v1/audit/report?from={today}&to={today}",
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=30,
+        )
+        assert report.status_code == 200, report.text
+        approved = [a for a in report.json()["approvals"] if a["kind"] == "review.approved"]
+        assert len(approved) == attempt + 1  # from both workers' logs
+        assert {a["by"] for a in approved} == {"bob@example.com"}
 
 
 def _held_and_approved(base_url: str, caller: str, approver: str, text: str) -> str:

@@ -6,11 +6,11 @@
     report.to_html()   # one self-contained page: inline CSS, no scripts, nothing fetched
 
 The period's calls come from the session index (one row per call, with its outcome and its
-positions in the log); what only the log holds (a refusal's message, approvals) is read from
-the log segments that hold those positions. Approvals are recorded beside the calls they
-approve, so those segments hold them too. Every log in the store is verified as
-`geogate audit verify` does, and the report names the signed checkpoints that commit to the
-period's records, so an auditor can hold them against a witness's copies.
+positions in the log); a refusal's message, which only the log holds, is read from the log
+segments that hold those positions. Every log in the store is verified as `geogate audit
+verify` does, and the steps of reviews (approvals) are collected from every log as it is read
+for that. The report names the signed checkpoints that commit to the period's records, so an
+auditor can hold them against a witness's copies.
 """
 
 from __future__ import annotations
@@ -238,13 +238,25 @@ async def build_report(
     witness = (
         open_storage(settings.witness, dict(settings.witness_options)) if settings.witness else None
     )
+    approvals: list[Approval] = []
+
+    def collect(log: str, position: int, record: Record) -> None:
+        """Review steps are read from every log, as verification reads it: a decision is
+        recorded by the worker that took it, whether or not that worker forwarded calls."""
+        approval = _approval(record, log, position, since, until)
+        if approval is not None:
+            approvals.append(approval)
+
     try:
-        checked = await verify(storage, verifier, witness=witness, index=store.recorded)
+        checked = await verify(
+            storage, verifier, witness=witness, index=store.recorded, on_record=collect
+        )
     finally:
         if witness is not None:
             await witness.close()
+    approvals.sort(key=lambda approval: approval.at)
     rows = await store.recorded.between(since, until)
-    records, approvals = await _read_period(storage, rows, since, until)
+    records = await _read_period(storage, rows)
     catalog = catalog_for(config.regions, config.jurisdictions)
 
     by_region = Counter(row.region for row in rows if row.region is not None)
@@ -344,14 +356,11 @@ def _disabled(rows: Sequence[CallRow]) -> list[DisabledUser]:
     ]
 
 
-async def _read_period(
-    storage: Storage, rows: Sequence[CallRow], since: datetime, until: datetime
-) -> tuple[dict[tuple[str, int], Record], list[Approval]]:
-    """The records of the segments that hold the period's calls, by (log, position), and the
-    approvals among them. Lines are placed by their segment's first index; a record that is
-    not where the index says is left for `_reason` to flag (verification says why)."""
+async def _read_period(storage: Storage, rows: Sequence[CallRow]) -> dict[tuple[str, int], Record]:
+    """The records of the segments that hold the period's calls, by (log, position). Lines
+    are placed by their segment's first index; a record that is not where the index says is
+    left for `_reason` to flag (verification says why)."""
     records: dict[tuple[str, int], Record] = {}
-    approvals: list[Approval] = []
     spans: dict[str, tuple[int, int]] = {}
     for row in rows:
         low, high = spans.get(row.log, (row.first_index, row.last_index))
@@ -359,11 +368,7 @@ async def _read_period(
     for log, (low, high) in sorted(spans.items()):
         async for position, record in LogReader(storage, log).between(low, high):
             records[(log, position)] = record
-            approval = _approval(record, log, position, since, until)
-            if approval is not None:
-                approvals.append(approval)
-    approvals.sort(key=lambda approval: approval.at)
-    return records, approvals
+    return records
 
 
 def _approval(

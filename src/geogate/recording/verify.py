@@ -15,11 +15,13 @@ segment deleted by retention must be announced by a retention record that names 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from geogate.recording.log import (
     LogReader,
+    Record,
     Stored,
     checkpoint_path,
     leaf_of,
@@ -104,7 +106,10 @@ async def verify(
     *,
     witness: Storage | None = None,
     index: RecordIndex | None = None,
+    on_record: Callable[[str, int, Record], None] | None = None,
 ) -> Report:
+    """Recompute every log; `on_record(log, position, record)` sees each record as it is read
+    (the audit report collects what only the log holds, without reading it twice)."""
     report = Report(verifier.vkey())
     logs = set(await storage.list("logs"))
     signed_logs = set(await storage.list("checkpoints"))
@@ -115,7 +120,7 @@ async def verify(
             Problem("removed", f"log {log}: checkpoints exist but every segment is gone")
         )
     for log in sorted(logs):
-        report.logs.append(await _verify_log(storage, log, verifier, witness, index))
+        report.logs.append(await _verify_log(storage, log, verifier, witness, index, on_record))
     return report
 
 
@@ -125,6 +130,7 @@ async def _verify_log(
     verifier: Verifier,
     witness: Storage | None,
     index: RecordIndex | None,
+    on_record: Callable[[str, int, Record], None] | None,
 ) -> LogReport:
     result = LogReport(log)
     roots = await _checkpoints(storage, log, verifier, result)
@@ -156,6 +162,8 @@ async def _verify_log(
                 retained.setdefault(stored.segment, []).append(leaf)
             elif stored.record is not None and stored.record.get("kind") == "retention":
                 announced[int(stored.record.get("first", -1))] = stored.record
+            if on_record is not None and stored.record is not None:
+                on_record(log, stored.position, stored.record)
             prev = leaf
             tree.append(leaf)
             root = roots.get(tree.size)
