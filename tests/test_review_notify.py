@@ -86,6 +86,7 @@ gateway:
   region: onprem:test-eu
   state: "sqlite:///{folder}/state.db"
   audit_key: "{folder}/audit.key"
+  listen: "127.0.0.1:{port}"
   recordings: {{store: "file://{folder}/recordings"}}
 regions:
   onprem:test-eu: {{jurisdiction: eu, cidrs: [127.0.0.0/8]}}
@@ -107,17 +108,21 @@ def _gateway(
     tmp_path: Path, demo_url: str, notify: list[str]
 ) -> Iterator[tuple[Gateway, str, str]]:
     """The gateway with `notify` receivers; yields it, a caller's key and an approver's."""
+    port = free_port()
     policy = POLICY.format(
-        folder=tmp_path, demo=demo_url, key=UPSTREAM_KEY, notify="\n".join(notify)
+        folder=tmp_path, demo=demo_url, key=UPSTREAM_KEY, notify="\n".join(notify), port=port
     )
-    with run_gateway(tmp_path, policy) as gw:
+    with run_gateway(tmp_path, policy, port) as gw:
         caller = gw.create_key("alice@example.com", groups=["contractors"])
         approver = gw.create_key("bob@example.com", groups=["security"])
         yield gw, caller, approver
 
 
-def _ask(gw: Gateway, key: str, text: str) -> dict[str, Any]:
-    client = openai.OpenAI(base_url=gw.url("asked"), api_key=key, max_retries=0)
+def _ask(gw: Gateway, key: str, text: str, host: str | None = None) -> dict[str, Any]:
+    headers = {} if host is None else {"Host": host}
+    client = openai.OpenAI(
+        base_url=gw.url("asked"), api_key=key, max_retries=0, default_headers=headers
+    )
     with pytest.raises(openai.PermissionDeniedError) as caught:
         client.chat.completions.create(model="demo", messages=[{"role": "user", "content": text}])
     body = caught.value.body
@@ -204,7 +209,9 @@ def test_slack_message_links_to_the_review_page(tmp_path: Path, demo_url: str) -
     with run_asgi(receiver) as url:
         notify = [f"    - {{slack: {url}/services/T000/B000/XXXX}}"]
         with _gateway(tmp_path, demo_url, notify) as (gw, caller, _approver):
-            error = _ask(gw, caller, f"customer <@U123> SSN {SSN} & more")
+            forged = "approve-here.example"  # the caller's own Host header
+            error = _ask(gw, caller, f"customer <@U123> SSN {SSN} & more", host=forged)
+            assert error["review_url"].startswith(f"http://{forged}/")  # the caller's own view
             [(_headers, body)] = receiver.wait(1)
             message = json.loads(body)
             assert error["review_id"] in message["text"]
@@ -212,7 +219,8 @@ def test_slack_message_links_to_the_review_page(tmp_path: Path, demo_url: str) -
             assert SSN not in text
             assert "<@U123>" not in text  # a mention or link in the call cannot ping anyone
             [button] = message["blocks"][-1]["elements"]
-            assert button["url"] == error["review_url"]
+            assert button["url"] == f"{gw.base_url}/reviews/{error['review_id']}"  # configured
+            assert forged not in text
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,7 @@ class Reviews:
             return self._used(granted, call.request_id)
         if rule.mode == "ask":
             return await self._ask(call, rule, base_url, now)
-        row = await self._request(call, rule, base_url, now)
+        row = await self._request(call, rule, now)
         return await self._hold(row, call.request_id, caller_left)
 
     async def _grant(self, call: CallUnderReview, now: datetime) -> ReviewRow | None:
@@ -178,12 +178,10 @@ class Reviews:
             ask_again = row.decided_at + timedelta(seconds=row.timeout)
             if now < ask_again:
                 raise _ended(row, ask_again)
-        row = await self._request(call, rule, base_url, now)
+        row = await self._request(call, rule, now)
         raise self._required(row, base_url)
 
-    async def _request(
-        self, call: CallUnderReview, rule: Review, base_url: str, now: datetime
-    ) -> ReviewRow:
+    async def _request(self, call: CallUnderReview, rule: Review, now: datetime) -> ReviewRow:
         principal = call.principal
         row = ReviewRow(
             id="rev_" + secrets.token_hex(10),
@@ -210,7 +208,9 @@ class Reviews:
         )
         await self._store.add(row)
         self._step("review.requested", row, request_id=call.request_id)
-        self._notifier.send("review.requested", self.view(row, base_url))
+        # Links to approvers use the configured address, never the caller's Host header: a
+        # caller must not be able to point an approver's button at a site of their own.
+        self._notifier.send("review.requested", self.view(row))
         return row
 
     async def _hold(
