@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -295,3 +295,44 @@ def test_cookies_are_secure_when_browsers_use_https(
         )
         saml_cookie = saml_start.headers["set-cookie"].lower()
         assert "secure" in saml_cookie and "samesite=none" in saml_cookie
+
+
+@pytest.mark.parametrize(
+    ("asked", "landed"),
+    [
+        ("/reviews/rev_0123456789abcdef0123", "/reviews/rev_0123456789abcdef0123"),
+        ("//evil.example/phish", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/reviews/x?y=<script>", "/"),
+    ],
+)
+def test_oidc_sign_in_returns_to_the_page_that_asked_for_it_on_this_site_only(
+    gw: Gateway, idp: OidcIdp, asked: str, landed: str
+) -> None:
+    page = requests.get(gw.base_url + "/login", params={"next": asked}, timeout=10).text
+    if landed != "/":
+        assert 'href="/login/oidc?next=%2Freviews%2Frev_0123456789abcdef0123"' in page
+    else:
+        assert "next=" not in page and "evil" not in page
+    browser = requests.Session()
+    start = gw.base_url + "/login/oidc?" + urlencode({"next": asked})
+    back = idp.browser_login(start, "ann", session=browser)
+    arrived = browser.get(back.headers["location"], allow_redirects=False, timeout=10)
+    assert (arrived.status_code, arrived.headers["location"]) == (303, landed)
+
+
+def test_saml_sign_in_returns_to_the_page_that_asked_for_it(gw: Gateway, saml_idp: SamlIdp) -> None:
+    browser = requests.Session()
+    started = browser.get(
+        gw.base_url + "/saml/login",
+        params={"next": "/reviews/rev_0123456789abcdef0123"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    answer = saml_idp.respond(started.headers["location"], user="sam@example.eu", groups=["ops"])
+    landed = saml_post(gw, browser, answer)
+    assert (landed.status_code, landed.headers["location"]) == (
+        303,
+        "/reviews/rev_0123456789abcdef0123",
+    )

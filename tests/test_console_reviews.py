@@ -157,7 +157,8 @@ def test_a_signed_out_visit_goes_to_the_sign_in_page(team: Team) -> None:
     review_id = team.ask("signed out visit")
     for session in (None, "forged-session-key"):
         visit = team.page(f"/reviews/{review_id}", session)
-        assert (visit.status_code, visit.headers["location"]) == (303, "/login"), session
+        back = f"/login?next=%2Freviews%2F{review_id}"  # the sign-in returns to the review
+        assert (visit.status_code, visit.headers["location"]) == (303, back), session
         assert "signed out visit" not in visit.text
 
 

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import html
 import logging
+import re
 import secrets
 import shutil
 from collections.abc import Awaitable, Callable
@@ -164,12 +165,16 @@ class Console:
         )
         return f"<h2>Reviews waiting for you</h2><ul>{items}</ul>"
 
-    async def _login_page(self, _request: Request) -> Response:
+    async def _login_page(self, request: Request) -> Response:
+        back = _return_path(request.query_params.get("next"))
+        query = html.escape("?" + urlencode({"next": back})) if back else ""
         buttons = []
         if self._login.oidc is not None:
-            buttons.append('<p><a href="/login/oidc">Sign in with your identity provider</a></p>')
+            buttons.append(
+                f'<p><a href="/login/oidc{query}">Sign in with your identity provider</a></p>'
+            )
         if self._login.saml is not None:
-            buttons.append('<p><a href="/saml/login">Sign in with SAML</a></p>')
+            buttons.append(f'<p><a href="/saml/login{query}">Sign in with SAML</a></p>')
         if not buttons:
             buttons.append(
                 "<p>Console sign-in is not configured: set identity.login.oidc or "
@@ -195,7 +200,8 @@ class Console:
             )
         except Denied as denied:
             if denied.status == 401:
-                return RedirectResponse("/login", status_code=303)
+                back = _review_path(request.path_params["review_id"])
+                return RedirectResponse(f"/login?{urlencode({'next': back})}", status_code=303)
             raise PageError("Review unavailable", denied.message, denied.status) from None
         row = await self._visible_review(request.path_params["review_id"], principal)
         return _page(f"Review {row.id}", _review_body(row, principal, datetime.now(UTC)))
@@ -254,8 +260,9 @@ class Console:
             }
         )
         response = RedirectResponse(f"{authorize}?{query}", status_code=303)
+        back = _encoded_return(request.query_params.get("next"))
         self._flow_cookie(
-            request, response, _OIDC_FLOW_COOKIE, f"{state}.{nonce}.{verifier}", "/auth"
+            request, response, _OIDC_FLOW_COOKIE, f"{state}.{nonce}.{verifier}.{back}", "/auth"
         )
         return response
 
@@ -270,12 +277,12 @@ class Console:
             )
         flow = (cookie(request.scope["headers"], _OIDC_FLOW_COOKIE) or "").split(".")
         state = params.get("state", "")
-        if len(flow) != 3 or not hmac.compare_digest(flow[0].encode(), state.encode()):
+        if len(flow) != 4 or not hmac.compare_digest(flow[0].encode(), state.encode()):
             raise SignInError(
                 "This sign-in was not started from this browser, or took longer than 10 "
                 "minutes; start again at /login."
             )
-        _, nonce, verifier = flow
+        _, nonce, verifier, back = flow
         form = {
             "grant_type": "authorization_code",
             "code": params.get("code", ""),
@@ -296,7 +303,9 @@ class Console:
             )
         except AuthError as exc:
             raise SignInError(exc.message, 401) from None
-        response = await self._signed_in(request, verified.user, verified.groups, "oidc")
+        response = await self._signed_in(
+            request, verified.user, verified.groups, "oidc", _decoded_return(back)
+        )
         response.delete_cookie(_OIDC_FLOW_COOKIE, path="/auth")
         return response
 
@@ -354,8 +363,9 @@ class Console:
     async def _saml_start(self, request: Request) -> Response:
         url, request_id = self._provider(request).login(relay_state="/")
         response = RedirectResponse(url, status_code=303)
+        back = _encoded_return(request.query_params.get("next"))
         self._flow_cookie(
-            request, response, _SAML_FLOW_COOKIE, request_id, "/saml", cross_site=True
+            request, response, _SAML_FLOW_COOKIE, f"{request_id}.{back}", "/saml", cross_site=True
         )
         return response
 
@@ -363,7 +373,9 @@ class Console:
         provider = self._provider(request)
         form = await request.form()
         saml_response = form.get("SAMLResponse")
-        request_id = cookie(request.scope["headers"], _SAML_FLOW_COOKIE)
+        request_id, _, back = (cookie(request.scope["headers"], _SAML_FLOW_COOKIE) or "").partition(
+            "."
+        )
         if not isinstance(saml_response, str) or not request_id:
             raise SignInError(
                 "This SAML sign-in was not started from this browser, or took longer than 10 "
@@ -377,7 +389,9 @@ class Console:
             f"saml:{identity.assertion_id}", identity.expires_at
         ):
             raise SignInError("This SAML assertion was already used; sign in again.", 401)
-        response = await self._signed_in(request, identity.user, identity.groups, "saml")
+        response = await self._signed_in(
+            request, identity.user, identity.groups, "saml", _decoded_return(back)
+        )
         response.delete_cookie(_SAML_FLOW_COOKIE, path="/saml")
         return response
 
@@ -399,7 +413,7 @@ class Console:
     # --- shared ------------------------------------------------------------------------------
 
     async def _signed_in(
-        self, request: Request, user: str, groups: frozenset[str], method: str
+        self, request: Request, user: str, groups: frozenset[str], method: str, back: str = "/"
     ) -> Response:
         try:
             await self._runtime.directory.check(user)
@@ -410,7 +424,7 @@ class Console:
         key = await store.create_session(
             user, groups, method=method, lifetime=self._login.session_lifetime
         )
-        response = RedirectResponse("/", status_code=303)
+        response = RedirectResponse(back, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
             key,
@@ -559,6 +573,30 @@ def _review_body(row: ReviewRow, principal: Principal, now: datetime) -> str:
 
 def _when(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+_RETURN_PATH = re.compile(r"/(?!/)[A-Za-z0-9_\-/]{0,200}")
+"""Where a sign-in may send the browser back to: a path on this gateway, nothing a browser
+would read as another site (`//evil.example`, `/\\evil.example`, `https:`)."""
+
+
+def _return_path(value: str | None) -> str | None:
+    return value if value is not None and _RETURN_PATH.fullmatch(value) else None
+
+
+def _encoded_return(value: str | None) -> str:
+    """A safe return path for a flow cookie (no `.`, which separates its parts), or ``."""
+    back = _return_path(value)
+    return "" if back is None else base64.urlsafe_b64encode(back.encode()).decode().rstrip("=")
+
+
+def _decoded_return(encoded: str) -> str:
+    """The return path a flow cookie holds, checked again; `/` when none or not safe."""
+    try:
+        back = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return "/"
+    return _return_path(back) or "/"
 
 
 def _review_path(review_id: str) -> str:
