@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 import pytest
@@ -38,6 +39,7 @@ connections:
   brief: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
   dual: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
   detected: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+  claude: {{type: anthropic, url: "{demo}", region: onprem:test-eu, credentials: {{header: {{x-api-key: {key}}}}}}}
 policies:
   - name: hold
     subjects: {{groups: [contractors]}}
@@ -45,7 +47,7 @@ policies:
     review: {{approvers: {{groups: [security]}}, mode: hold, timeout: 30s}}
   - name: ask
     subjects: {{groups: [contractors]}}
-    connections: [asked]
+    connections: [asked, claude]
     review: {{approvers: {{groups: [security]}}, mode: ask, timeout: 1m}}
   - name: grant
     subjects: {{groups: [contractors]}}
@@ -431,3 +433,25 @@ def test_what_approvers_see_is_masked_however_the_caller_disguises_it(team: Team
     assert "[US_SSN]" in summary["justification"]
     assert summary["preview"].count("[US_SSN]") == 2
     assert "[CREDIT_CARD]" in summary["preview"] and "[SECRET]" in summary["preview"]
+
+
+def test_anthropic_callers_get_the_review_in_anthropics_error_shape(team: Team) -> None:
+    client = anthropic.Anthropic(base_url=team.gw.url("claude"), api_key=team.alice, max_retries=0)
+
+    def ask() -> str:
+        reply = client.messages.create(
+            model="claude-demo", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+        block = reply.content[0]
+        assert block.type == "text"
+        return block.text
+
+    with pytest.raises(anthropic.PermissionDeniedError) as caught:
+        ask()
+    body = caught.value.body
+    assert isinstance(body, dict)
+    error = body["error"]
+    assert error["type"] == "approval_required" and error["review_id"].startswith("rev_")
+    assert error["review_url"].endswith(f"/reviews/{error['review_id']}")
+    assert team.approve(error["review_id"], team.bob).status_code == 200
+    assert ask() == "You said: hi"
