@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,29 @@ async def test_a_denial_decides_whatever_the_approvals(store: Store, tmp_path: P
     await reviews.close()
 
 
-async def _age(store: Store, review_id: str, *, seconds: float) -> None:
+async def test_an_unused_approval_expires_but_a_grant_runs_out_by_its_window(
+    store: Store, tmp_path: Path
+) -> None:
+    reviews, steps = await _reviews(store, tmp_path)
+    ids = []
+    for text, rule in (
+        ("once", _rule(mode="ask", timeout=60)),
+        ("window", _rule(mode="ask", grant=3600)),
+    ):
+        with pytest.raises(ReviewRefusal) as asked:
+            await reviews.admit(_call(text), rule, "http://gw", _never)
+        ids.append(asked.value.details["review_id"])
+        await reviews.vote(ids[-1], BOB, approve=True)
+        await _age(store, ids[-1], seconds=61, decided=True)
+    swept = await reviews.sweep()
+    assert [row.id for row in swept] == [ids[0]]  # the approval nobody came back for
+    window = await store.reviews.get(ids[1])
+    assert window is not None and window.status == "approved"
+    assert steps[-1]["kind"] == "review.expired" and steps[-1]["review_id"] == ids[0]
+    await reviews.close()
+
+
+async def _age(store: Store, review_id: str, *, seconds: float, decided: bool = False) -> None:
     """Move a review's times into the past, as if `seconds` had gone by."""
     from sqlalchemy import update
 
@@ -154,6 +176,9 @@ async def _age(store: Store, review_id: str, *, seconds: float) -> None:
         await conn.execute(
             update(ReviewModel)
             .where(ReviewModel.id == review_id)
-            .values(requested_at=row.requested_at - shift, deadline=row.deadline - shift)
+            .values(
+                requested_at=row.requested_at - shift,
+                deadline=row.deadline - shift,
+                **({"decided_at": row.decided_at - shift} if decided and row.decided_at else {}),
+            )
         )
-    assert datetime.now(UTC) >= row.deadline - shift

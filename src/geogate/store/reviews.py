@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, literal, select, update
+from sqlalchemy import and_, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from geogate.store import journal
@@ -206,14 +206,20 @@ class ReviewStore:
     async def expire_due(self, now: datetime) -> list[ReviewRow]:
         """Expire every review whose time ran out: pending past its deadline, or an approval
         of one call that waited `timeout` for it. Returns the reviews this call expired."""
-        query = select(Review.id).where(Review.status.in_((PENDING, APPROVED)))
+        # One read of the few reviews that can run out (grants end by their window and are
+        # never expired, however many accumulate), then one conditional update per overdue one.
+        query = select(Review).where(
+            or_(
+                and_(Review.status == PENDING, Review.deadline <= literal(now, UtcDateTime())),
+                and_(Review.status == APPROVED, Review.grant_until.is_(None)),
+            )
+        )
         async with self._engine.connect() as conn:
-            candidates = list((await conn.execute(query)).scalars())
+            candidates = [_row(row) for row in (await conn.execute(query)).all()]
         expired = []
-        for review_id in candidates:
-            row = await self.get(review_id)
-            if row is not None and overdue(row, now):
-                closed = await self.close(review_id, EXPIRED, now)
+        for row in candidates:
+            if overdue(row, now):
+                closed = await self.close(row.id, EXPIRED, now)
                 if closed is not None:
                     expired.append(closed)
         return expired
