@@ -9,6 +9,11 @@ Everything runs in this one process, pinned to one CPU like one gateway worker:
   same run, with a recorder that keeps nothing. The difference of the p50s is what recording
   adds; the target is ≤ 0.2 ms. `sync: 0s` (a disk flush before each call goes on) is
   measured too, to show what power-cut durability costs on this disk.
+- **CPU per call**: the same handler, calls paced at 1,500 a second (what one busy worker
+  forwards at concurrency 1), with the process's CPU time counted until the session index has
+  written their rows, so the work recording does between calls (the reply record, the
+  periodic flush, the index and its SQLite thread) counts too; on and off, 3 interleaved
+  rounds, medians.
 - **records per second**: 64 tasks write a `call` record (write-ahead, awaited) and a `reply`
   record each, as fast as the recorder takes them, for a few seconds; group commit makes one
   append (and one flush) of each batch.
@@ -24,6 +29,7 @@ import json
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,8 @@ from geogate.recording.log import Record
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recording.json"
 TARGET_MS = 0.2
+PACE = 1500.0
+"""Calls a second in the CPU measurement: about what one worker forwards at concurrency 1."""
 REPLY = json.dumps(
     {
         "id": "chatcmpl-1",
@@ -115,15 +123,16 @@ class NothingKept:
         return None
 
 
-async def handler_latency(
+@asynccontextmanager
+async def handler(
     folder: Path,
     sync: str,
-    calls_n: int,
     off: bool,
     policy: str = POLICY,
     setup: Callable[[Runtime], Awaitable[None]] | None = None,
-) -> list[float]:
-    """Microseconds per call of the data-path handler, `setup` run first (untimed)."""
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """The data-path handler with a canned upstream, `setup` run first; yields a function
+    that makes one call (and stops the bench if it does not answer 200)."""
     config = parse_config(policy.format(folder=folder, sync=sync), base_dir=folder)
     runtime = await Runtime.start(config)
     try:
@@ -150,7 +159,6 @@ async def handler_latency(
                 (b"content-length", str(len(body)).encode()),
             ],
         }
-        samples: list[float] = []
         statuses: list[int] = []
 
         async def receive() -> dict[str, Any]:
@@ -160,19 +168,53 @@ async def handler_latency(
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
 
-        for index in range(calls_n):
+        async def call() -> None:
             statuses.clear()
-            started = time.perf_counter()
             await path(scope, receive, send)  # type: ignore[arg-type]
-            elapsed = time.perf_counter() - started
             if statuses != [200]:
                 raise SystemExit(f"the bench call failed: HTTP {statuses}")
+
+        yield call
+    finally:
+        await runtime.close()
+
+
+async def handler_latency(
+    folder: Path,
+    sync: str,
+    calls_n: int,
+    off: bool,
+    policy: str = POLICY,
+    setup: Callable[[Runtime], Awaitable[None]] | None = None,
+) -> list[float]:
+    """Microseconds per call of the data-path handler, `setup` run first (untimed)."""
+    samples: list[float] = []
+    async with handler(folder, sync, off, policy, setup) as call:
+        for index in range(calls_n):
+            started = time.perf_counter()
+            await call()
+            elapsed = time.perf_counter() - started
             if index >= calls_n // 10:  # the first tenth warms caches up
                 samples.append(elapsed * 1e6)
             await asyncio.sleep(0)  # let the recorder's task run, as the event loop would
-        return samples
-    finally:
-        await runtime.close()
+    return samples
+
+
+async def cpu_per_call(folder: Path, calls_n: int, off: bool) -> float:
+    """CPU microseconds per call, with everything recording does between calls: calls come
+    at `PACE` a second, as one busy worker gets them, and the count ends once the session
+    index has written their rows (its thread's CPU is the process's too)."""
+    async with handler(folder, "10ms", off) as call:
+        for _ in range(calls_n // 10):  # warm-up
+            await call()
+        await asyncio.sleep(1.5)
+        cpu, started = time.process_time(), time.perf_counter()
+        for index in range(calls_n):
+            await call()
+            delay = started + (index + 1) / PACE - time.perf_counter()
+            await asyncio.sleep(max(delay, 0.0))
+        await asyncio.sleep(1.2)  # the index writes the last second's rows
+        return (time.process_time() - cpu) / calls_n * 1e6
 
 
 async def records_per_second(folder: Path, sync: str, seconds: float) -> float:
@@ -248,6 +290,14 @@ async def measure(calls_n: int, seconds: float) -> dict[str, Any]:
         figures["added_p50_ms"] = {
             name: (figures["handler"][name]["p50_us"] - off) / 1000 for name in rounds
         }
+        cpu: dict[str, list[float]] = {"off": [], "on": []}
+        for repetition in range(3):
+            for name in cpu:
+                folder = root / f"cpu-{name}-{repetition}"
+                cpu[name].append(await cpu_per_call(folder, calls_n * 3, name == "off"))
+        figures["cpu_us_per_call"] = {name: sorted(v)[1] for name, v in cpu.items()}
+        added = sorted(on - off for on, off in zip(cpu["on"], cpu["off"], strict=True))
+        figures["cpu_us_added"] = added[1]
         figures["records_per_second"] = {
             "sync 10ms": await records_per_second(root / "rps", "10ms", seconds),
             "sync 0s": await records_per_second(root / "rps0", "0s", seconds),
@@ -273,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<16}{figure['p50_us']:>10.1f}{figure['p99_us']:>10.1f}"
             f"{figures['added_p50_ms'][name]:>10.3f} ms"
         )
+    used = figures["cpu_us_per_call"]
+    print(
+        f"CPU per call at {PACE:.0f} calls/s, background work included (median of 3): "
+        f"off {used['off']:.0f} µs, on {used['on']:.0f} µs, "
+        f"recording {figures['cpu_us_added']:.0f} µs"
+    )
     verdict = "PASS" if added <= TARGET_MS else "MISS"
     print(f"recording adds {added:.3f} ms p50 (target ≤ {TARGET_MS} ms): {verdict}")
     for name, rate in figures["records_per_second"].items():
