@@ -7,19 +7,15 @@
     GET  /saml/login          -> the IdP with a signed-assertion AuthnRequest
     POST /saml/acs            signed assertion -> session
     POST /logout              ends the session
-    GET  /                    who is signed in (the full console comes later)
-    GET  /reviews/{id}        a review, as Slack messages and `approval_required` errors link it
-    POST /reviews/{id}        an approver's decision (`decision=approve|deny&reason=...`)
+    GET  /                    who is signed in, and the reviews waiting for them
+    GET  /reviews/{id}        review_pages.py: a review, and an approver's decision (POST)
 
 A session is a random key in an HttpOnly cookie; the store keeps only its hash, the user and
 their groups. A deactivated user cannot sign in, and their open sessions stop at once (every
 request checks the directory). The flow's own secrets (PKCE verifier, state, nonce, SAML
-request id) live in short-lived HttpOnly cookies bound to the browser that started the flow.
-
-Every page is inert: a Content-Security-Policy lets nothing load or run, forms post only here,
-and no other site may frame a page (an approve button under someone else's page is the
-clickjacking attack). A decision posted with the session cookie must carry the gateway's own
-`Origin` (see access.py); everything a review shows came from a caller and is escaped.
+request id) live in short-lived HttpOnly cookies bound to the browser that started the flow,
+with the page to return to after sign-in (`?next=`, a path on this site only). Every page is
+inert (pages.py).
 """
 
 from __future__ import annotations
@@ -33,25 +29,21 @@ import logging
 import re
 import secrets
 import shutil
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route, Router
-from starlette.types import Receive, Scope, Send
 
 from geogate.config import OidcLogin
 from geogate.gateway.access import SESSION_COOKIE, Access, Denied, base_url, cookie
+from geogate.gateway.pages import PageError, guarded, not_found, page
+from geogate.gateway.review_pages import ReviewPages
 from geogate.gateway.runtime import Runtime
-from geogate.identity import AuthError, Principal
-from geogate.reviews import NotAllowed, may_see, refusal_to_decide
-from geogate.store import ReviewConflict, ReviewRow
-from geogate.store.reviews import PENDING
+from geogate.identity import AuthError
 
 if TYPE_CHECKING:
     from geogate.identity.saml import ServiceProvider
@@ -59,35 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _OIDC_FLOW_COOKIE = "geogate_oidc_flow"
-_WAITING_SHOWN = 50
 _SAML_FLOW_COOKIE = "geogate_saml_flow"
 _FLOW_LIFETIME = 600
 _TOKEN_TIMEOUT = 10.0
-_DECISION_FORM_LIMIT = 16 * 1024
-"""The largest review decision read: a reason of `_REASON_CHARS` fits, percent-encoded."""
-_REASON_CHARS = 1000
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-}
-
-
-class PageError(Exception):
-    """A request the console refuses; shown as a short page that says why, never a traceback.
-
-    `back` is a path of this site to link to (the review the person came from).
-    """
-
-    def __init__(self, title: str, message: str, status: int, back: str | None = None) -> None:
-        super().__init__(message)
-        self.title = title
-        self.message = message
-        self.status = status
-        self.back = back
 
 
 class SignInError(PageError):
@@ -104,7 +70,7 @@ class Console:
         self._runtime = runtime
         self._access = Access(runtime)
         self._login = runtime.config.identity.login
-        self._admin_groups = frozenset(runtime.config.identity.admin_groups)
+        self._reviews = ReviewPages(runtime, self._access)
         self._providers: dict[str, ServiceProvider] = {}
         self._http: aiohttp.ClientSession | None = None
         if self._login.saml is not None and shutil.which("xmlsec1") is None:
@@ -118,12 +84,12 @@ class Console:
             Route("/saml/login", self._saml_start),
             Route("/saml/acs", self._saml_acs, methods=["POST"]),
             Route("/logout", self._logout, methods=["POST"]),
-            Route("/reviews/{review_id}", self._review_page, methods=["GET"]),
-            Route("/reviews/{review_id}", self._review_decide, methods=["POST"]),
+            Route("/reviews/{review_id}", self._reviews.show, methods=["GET"]),
+            Route("/reviews/{review_id}", self._reviews.decide, methods=["POST"]),
         ]
         self.app = Router(
-            routes=[Route(r.path, _guarded(r.endpoint), methods=r.methods) for r in routes],
-            default=_not_found,
+            routes=[Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes],
+            default=not_found,
         )
 
     async def close(self) -> None:
@@ -143,27 +109,11 @@ class Console:
         body = (
             f"<p>Signed in as <b>{html.escape(principal.user)}</b> "
             f"(groups: {html.escape(groups)}).</p>"
-            f"{await self._waiting_for(principal)}"
+            f"{await self._reviews.waiting_for(principal)}"
             '<p>The admin API is at <a href="/api/docs">/api/docs</a>.</p>'
             '<form method="post" action="/logout"><button>Sign out</button></form>'
         )
-        return _page("GeoGate", body)
-
-    async def _waiting_for(self, principal: Principal) -> str:
-        """The pending reviews this person may decide: where a sign-in from a review link
-        lands, so the approver is one click from the call that asked."""
-        await self._runtime.reviews.sweep()
-        rows = await self._runtime.store.reviews.find(status=PENDING, limit=_WAITING_SHOWN)
-        waiting = [row for row in rows if refusal_to_decide(row, principal) is None]
-        if not waiting:
-            return "<p>No review is waiting for you.</p>"
-        items = "".join(
-            f'<li><a href="{_review_path(row.id)}">{html.escape(row.id)}</a>: '
-            f"{html.escape(row.subject)} on {html.escape(row.connection)} "
-            f"(policy {html.escape(row.policy)})</li>"
-            for row in waiting
-        )
-        return f"<h2>Reviews waiting for you</h2><ul>{items}</ul>"
+        return page("GeoGate", body)
 
     async def _login_page(self, request: Request) -> Response:
         back = _return_path(request.query_params.get("next"))
@@ -180,7 +130,7 @@ class Console:
                 "<p>Console sign-in is not configured: set identity.login.oidc or "
                 "identity.login.saml in the policy file.</p>"
             )
-        return _page("Sign in to GeoGate", "".join(buttons))
+        return page("Sign in to GeoGate", "".join(buttons))
 
     async def _logout(self, request: Request) -> Response:
         key = cookie(request.scope["headers"], SESSION_COOKIE)
@@ -189,57 +139,6 @@ class Console:
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
-
-    # --- reviews -----------------------------------------------------------------------------
-
-    async def _review_page(self, request: Request) -> Response:
-        """A review as its caller, its approvers and admins see it; approvers decide here."""
-        try:
-            principal = await self._access.principal(
-                request.scope["headers"], "GET", request.url.scheme
-            )
-        except Denied as denied:
-            if denied.status == 401:
-                back = _review_path(request.path_params["review_id"])
-                return RedirectResponse(f"/login?{urlencode({'next': back})}", status_code=303)
-            raise PageError("Review unavailable", denied.message, denied.status) from None
-        row = await self._visible_review(request.path_params["review_id"], principal)
-        return _page(f"Review {row.id}", _review_body(row, principal, datetime.now(UTC)))
-
-    async def _review_decide(self, request: Request) -> Response:
-        """Approve or deny as the signed-in person, then back to the review (post/redirect/get).
-
-        Authenticated as a change (`POST`): a session cookie counts only with this site's
-        `Origin`, so another site cannot make an approver's browser decide.
-        """
-        review_id = request.path_params["review_id"]
-        back = _review_path(review_id)
-        try:
-            principal = await self._access.principal(
-                request.scope["headers"], "POST", request.url.scheme
-            )
-        except Denied as denied:
-            raise PageError("Not decided", denied.message, denied.status, back) from None
-        await self._visible_review(review_id, principal)
-        approve, reason = _decision(await _small_form(request, back), back)
-        try:
-            row = await self._runtime.reviews.vote(
-                review_id, principal, approve=approve, reason=reason
-            )
-        except KeyError:
-            raise PageError("Not decided", f"No review {review_id!r}.", 404) from None
-        except NotAllowed as exc:
-            raise PageError("Not decided", str(exc), 403, back) from None
-        except ReviewConflict as exc:
-            raise PageError("Not decided", exc.message, 409, back) from None
-        return RedirectResponse(_review_path(row.id), status_code=303)
-
-    async def _visible_review(self, review_id: str, principal: Principal) -> ReviewRow:
-        """The review, if `principal` may see it; the same 404 whether unknown or hidden."""
-        row = await self._runtime.store.reviews.get(review_id)
-        if row is None or not may_see(row, principal, self._admin_groups):
-            raise PageError("Review not found", f"No review {review_id!r} that you may see.", 404)
-        return row
 
     # --- OIDC --------------------------------------------------------------------------------
 
@@ -482,99 +381,6 @@ def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def _why_not_decide(row: ReviewRow, principal: Principal, now: datetime) -> str | None:
-    """Why the viewer has no approve and deny buttons, in their own terms; None if they do."""
-    if row.status != PENDING:
-        return f"This review is {row.status}: there is nothing left to decide."
-    if now >= row.deadline:
-        return "Its deadline has passed: it expires undecided."
-    if principal.user == row.user or principal.subject == row.subject:
-        return "You asked for this call; someone else must approve it."
-    if any(vote.get("by") == principal.user for vote in row.votes):
-        return "You have voted on this review; it waits for the other approvals it needs."
-    return refusal_to_decide(row, principal)
-
-
-def _review_body(row: ReviewRow, principal: Principal, now: datetime) -> str:
-    """The review as a page; every value came from a caller or a voter and is escaped."""
-    summary = row.summary
-    approvers = "; ".join(
-        f"{label} {', '.join(str(name) for name in row.approvers.get(key, []))}"
-        for label, key in (("groups", "groups"), ("users", "users"))
-        if row.approvers.get(key)
-    )
-    found = summary.get("found")
-    facts: list[tuple[str, object]] = [
-        ("Status", row.status),
-        ("Caller", row.subject if row.user == row.subject else f"{row.subject} ({row.user})"),
-        ("Connection", row.connection),
-        ("Policy", f"{row.policy} (version {row.policy_version})"),
-        ("Call", f"{summary.get('method', '')} {summary.get('target', '')}"),
-        ("Model", summary.get("model")),
-        ("Why reviewed", summary.get("reason")),
-        ("Justification", summary.get("justification") or "none given"),
-        (
-            "Found",
-            ", ".join(f"{name}: {count}" for name, count in sorted(found.items()))
-            if isinstance(found, dict)
-            else None,
-        ),
-        ("Approvers", approvers),
-        ("Approvals needed", row.min_approvals),
-        ("Requested", _when(row.requested_at)),
-        ("Deadline", _when(row.deadline)),
-        (
-            "Grant",
-            f"the caller may use {row.connection} for {row.grant:g} s after approval"
-            if row.grant > 0
-            else "this one call, once",
-        ),
-        ("Grant until", _when(row.grant_until)),
-        ("Decided", _when(row.decided_at)),
-        ("Used", _when(row.used_at)),
-    ]
-    table = "".join(
-        f"<tr><th>{html.escape(label)}</th><td>{html.escape(str(value))}</td></tr>"
-        for label, value in facts
-        if value not in (None, "")
-    )
-    preview = summary.get("preview")
-    text = (
-        f"<pre>{html.escape(str(preview))}</pre>"
-        if preview
-        else "<p>No text could be read from this call.</p>"
-    )
-    votes = "".join(
-        f"<li>{html.escape(str(vote.get('by')))}: {html.escape(str(vote.get('decision')))} "
-        f"at {html.escape(str(vote.get('at')))}"
-        + (f": {html.escape(str(vote['reason']))}" if vote.get("reason") else "")
-        + "</li>"
-        for vote in row.votes
-    )
-    why_not = _why_not_decide(row, principal, now)
-    if why_not is None:
-        decide = (
-            f'<form method="post" action="{html.escape(_review_path(row.id))}">'
-            "<p><label>Reason (recorded; a denial's reason is shown to the caller)<br>"
-            f'<textarea name="reason" rows="3" cols="60" maxlength="{_REASON_CHARS}">'
-            "</textarea></label></p>"
-            '<p><button name="decision" value="approve">Approve</button> '
-            '<button name="decision" value="deny">Deny</button></p></form>'
-        )
-    else:
-        decide = f"<p>{html.escape(why_not)}</p>"
-    return (
-        f"<table>{table}</table>"
-        f"<h2>Text of the call (masked)</h2>{text}"
-        f"<h2>Votes</h2>{f'<ul>{votes}</ul>' if votes else '<p>No votes yet.</p>'}"
-        f"<h2>Decision</h2>{decide}"
-    )
-
-
-def _when(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 _RETURN_PATH = re.compile(r"/(?!/)[A-Za-z0-9_\-/]{0,200}")
 """Where a sign-in may send the browser back to: a path on this gateway, nothing a browser
 would read as another site (`//evil.example`, `/\\evil.example`, `https:`)."""
@@ -597,84 +403,3 @@ def _decoded_return(encoded: str) -> str:
     except (ValueError, UnicodeDecodeError):
         return "/"
     return _return_path(back) or "/"
-
-
-def _review_path(review_id: str) -> str:
-    return f"/reviews/{quote(review_id, safe='')}"
-
-
-async def _small_form(request: Request, back: str) -> list[tuple[str, str]]:
-    """A urlencoded form's fields; a body over `_DECISION_FORM_LIMIT` is refused, not read."""
-    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise PageError(
-            "Not decided",
-            "Send the decision as a form (application/x-www-form-urlencoded).",
-            415,
-            back,
-        )
-    too_large = PageError(
-        "Not decided", f"A decision is limited to {_DECISION_FORM_LIMIT // 1024} KiB.", 413, back
-    )
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > _DECISION_FORM_LIMIT):
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _DECISION_FORM_LIMIT:
-            raise too_large
-    try:
-        return parse_qsl(
-            body.decode("ascii"), keep_blank_values=True, errors="strict", max_num_fields=10
-        )
-    except (UnicodeDecodeError, ValueError):
-        raise PageError("Not decided", "The decision form could not be read.", 400, back) from None
-
-
-def _decision(fields: list[tuple[str, str]], back: str) -> tuple[bool, str | None]:
-    """(approve?, reason) from the form: exactly one decision, at most one short reason."""
-    decisions = [value for name, value in fields if name == "decision"]
-    reasons = [value.strip() for name, value in fields if name == "reason"]
-    if decisions not in (["approve"], ["deny"]):
-        raise PageError("Not decided", "Choose Approve or Deny.", 400, back)
-    if len(reasons) > 1 or (reasons and len(reasons[0]) > _REASON_CHARS):
-        raise PageError(
-            "Not decided", f"Give one reason of at most {_REASON_CHARS} characters.", 400, back
-        )
-    return decisions[0] == "approve", (reasons[0] if reasons else "") or None
-
-
-def _guarded(
-    endpoint: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    """Turn refusals (a failed sign-in, a decision not taken) into a page that says why."""
-
-    async def run(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except PageError as exc:
-            back = (
-                f'<p><a href="{html.escape(exc.back)}">Back to the review</a></p>'
-                if exc.back is not None
-                else ""
-            )
-            return _page(exc.title, f"<p>{html.escape(exc.message)}</p>{back}", exc.status)
-
-    return run
-
-
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    """A console path nothing serves (`/reviews/a/b`): the same inert page as the others."""
-    page = _page("Not found", "<p>Nothing is served at this address.</p>", 404)
-    await page(scope, receive, send)
-
-
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        "<!doctype html><html><head><meta charset=utf-8>"
-        f"<title>{html.escape(title)}</title></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
-        status_code=status,
-        headers=_PAGE_HEADERS,
-    )
