@@ -182,3 +182,29 @@ async def _age(store: Store, review_id: str, *, seconds: float, decided: bool = 
                 **({"decided_at": row.decided_at - shift} if decided and row.decided_at else {}),
             )
         )
+
+
+async def test_a_caller_cannot_open_more_than_max_open_reviews(
+    store: Store, tmp_path: Path
+) -> None:
+    steps: list[dict[str, Any]] = []
+    reviews = Reviews(store.reviews, Wakeups(tmp_path), Notifier([]), steps.append, max_open=2)
+    await reviews.start()
+    opened = []
+    for text in ("one", "two"):
+        with pytest.raises(ReviewRefusal) as asked:
+            await reviews.admit(_call(text), _rule(mode="ask"), "http://gw", _never)
+        assert asked.value.code == "approval_required"
+        opened.append(asked.value.details["review_id"])
+    with pytest.raises(ReviewRefusal) as flood:
+        await reviews.admit(_call("three"), _rule(mode="ask"), "http://gw", _never)
+    assert flood.value.code == "too_many_reviews" and "review_id" not in flood.value.details
+    with pytest.raises(ReviewRefusal) as again:  # a pending one is still answered as before
+        await reviews.admit(_call("one"), _rule(mode="ask"), "http://gw", _never)
+    assert again.value.details["review_id"] == opened[0]
+    await reviews.vote(opened[0], BOB, approve=False)
+    with pytest.raises(ReviewRefusal) as room:  # a decided one makes room
+        await reviews.admit(_call("three"), _rule(mode="ask"), "http://gw", _never)
+    assert room.value.code == "approval_required"
+    assert sum(1 for step in steps if step["kind"] == "review.requested") == 3
+    await reviews.close()

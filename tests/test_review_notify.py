@@ -244,3 +244,33 @@ def test_bad_notify_entries_are_policy_errors(tmp_path: Path, entry: str, proble
         parse_config(policy, filename="geogate.yaml", base_dir=tmp_path)
     assert problem in str(caught.value)
     assert "geogate.yaml:4" in str(caught.value)
+
+
+def test_a_caller_past_max_open_gets_too_many_reviews_and_nobody_is_notified(
+    tmp_path: Path, demo_url: str
+) -> None:
+    receiver = Receiver()
+    with run_asgi(receiver) as url:
+        port = free_port()
+        policy = POLICY.format(
+            folder=tmp_path,
+            demo=demo_url,
+            key=UPSTREAM_KEY,
+            port=port,
+            notify=f"    - {{webhook: {url}/hook, secret: {SECRET}}}",
+        ).replace("reviews:\n  notify:\n", "reviews:\n  max_open: 1\n  notify:\n")
+        with run_gateway(tmp_path, policy, port) as gw:
+            caller = gw.create_key("alice@example.com", groups=["contractors"])
+            _ask(gw, caller, "the first call")
+            client = openai.OpenAI(base_url=gw.url("asked"), api_key=caller, max_retries=0)
+            with pytest.raises(openai.RateLimitError) as caught:
+                client.chat.completions.create(
+                    model="demo", messages=[{"role": "user", "content": "a second call"}]
+                )
+            body = caught.value.body
+            assert isinstance(body, dict)
+            error = body.get("error", body)
+            assert error["code"] == "too_many_reviews" and "review_id" not in error
+            receiver.wait(1)
+            time.sleep(0.5)  # a second notification would have been sent by now
+            assert len(receiver.received) == 1

@@ -497,6 +497,9 @@ class Notify(Model):
 
 class Reviews(Model):
     notify: list[Notify] = []
+    max_open: Annotated[int, Field(ge=1)] = 20
+    """Reviews one caller may have waiting at once: a client that varies its calls cannot
+    flood approvers (and their Slack channel) with requests."""
 
 
 class Policy(Model):

@@ -19,6 +19,7 @@ STATUS: dict[str, int] = {
     "approval_expired": 403,
     "bad_request": 400,
     "body_too_large": 413,
+    "too_many_reviews": 429,
     "upstream_error": 502,
     "agent_unavailable": 503,
     "identity_unavailable": 503,

@@ -113,6 +113,7 @@ class Runtime:
                 Wakeups(store.folder),
                 Notifier(config.reviews.notify),
                 recorder.append,
+                config.reviews.max_open,
             )
             reviews.base_url = gateway.own_url
             await reviews.start()

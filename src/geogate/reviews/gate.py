@@ -100,8 +100,10 @@ class Reviews:
         wakeups: Wakeups,
         notifier: Notifier,
         record: Callable[[Record], None],
+        max_open: int = 20,
     ) -> None:
         self._store = store
+        self._max_open = max_open
         self._wakeups = wakeups
         self._notifier = notifier
         self._record = record
@@ -183,6 +185,13 @@ class Reviews:
 
     async def _request(self, call: CallUnderReview, rule: Review, now: datetime) -> ReviewRow:
         principal = call.principal
+        if await self._store.open_count(principal.subject) >= self._max_open:
+            raise ReviewRefusal(
+                "too_many_reviews",
+                f"You already have {self._max_open} calls waiting for an approval, so no new "
+                "review was opened and this call was not sent; send it again once some of "
+                "them are decided or have expired.",
+            )
         row = ReviewRow(
             id="rev_" + secrets.token_hex(10),
             binding=call.binding(),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, literal, or_, select, update
+from sqlalchemy import and_, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from geogate.store import journal
@@ -116,6 +116,12 @@ class ReviewStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else _row(row)
+
+    async def open_count(self, subject: str) -> int:
+        """How many of `subject`'s reviews wait for a decision."""
+        query = select(func.count()).where(Review.subject == subject, Review.status == PENDING)
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar() or 0)
 
     async def find(
         self, *, status: str | None = None, subject: str | None = None, limit: int = 100
