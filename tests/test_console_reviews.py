@@ -30,6 +30,7 @@ regions:
 connections:
   asked: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
   detected: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
+reviews: {{max_open: 100}}  # every test here leaves a review of alice's waiting
 policies:
   - name: ask
     subjects: {{groups: [contractors]}}

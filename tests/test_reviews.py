@@ -40,6 +40,7 @@ connections:
   dual: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
   detected: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, credentials: {{bearer: {key}}}}}
   claude: {{type: anthropic, url: "{demo}", region: onprem:test-eu, credentials: {{header: {{x-api-key: {key}}}}}}}
+reviews: {{max_open: 100}}  # the tests of this module leave reviews waiting
 policies:
   - name: hold
     subjects: {{groups: [contractors]}}
