@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -46,8 +46,7 @@ from geogate.cli.common import (
 )
 from geogate.cli.sessions import printable
 from geogate.config import Config
-from geogate.gateway.admin_reviews import ReviewInfo
-from geogate.reviews import review_url
+from geogate.reviews import ReviewInfo, review_info
 from geogate.store import ReviewRow, ReviewStore
 from geogate.store.reviews import EXPIRED, PENDING, overdue
 
@@ -235,9 +234,7 @@ def _local(config: Config, status: str | None, limit: int) -> list[ReviewInfo]:
     base = config.gateway.own_url  # as the gateway links
     now = datetime.now(UTC)
     rows = run_on_store(config, lambda store: _find(store.reviews, status, limit, now))
-    return [
-        ReviewInfo.model_validate({**asdict(row), "url": review_url(base, row.id)}) for row in rows
-    ]
+    return [review_info(row, base) for row in rows]
 
 
 async def _find(

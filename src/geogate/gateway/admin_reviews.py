@@ -11,8 +11,7 @@ review of their own call.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Body, FastAPI, Query, Request
 from pydantic import BaseModel, Field
@@ -20,34 +19,8 @@ from pydantic import BaseModel, Field
 from geogate.gateway.access import Caller, Refused, base_url
 from geogate.gateway.runtime import Runtime
 from geogate.identity import Principal
-from geogate.reviews import NotAllowed, may_see, refusal_to_decide
+from geogate.reviews import NotAllowed, ReviewInfo, may_see, refusal_to_decide, review_info
 from geogate.store import ReviewConflict, ReviewRow
-
-
-class ReviewInfo(BaseModel):
-    id: str
-    status: Literal["pending", "approved", "denied", "expired", "used", "withdrawn"]
-    mode: Literal["hold", "ask"]
-    subject: str
-    user: str
-    connection: str
-    policy: str
-    policy_version: str
-    request_id: str
-    summary: dict[str, Any]
-    """The call's method, target, why it is reviewed, and a masked preview of its text."""
-    approvers: dict[str, list[str]]
-    min_approvals: int
-    votes: list[dict[str, Any]]
-    grant: float
-    requested_at: datetime
-    deadline: datetime
-    decided_at: datetime | None
-    grant_until: datetime | None
-    used_at: datetime | None
-    url: str
-    may_decide: bool = False
-    """Whether the signed-in person may approve or deny it now."""
 
 
 class Decision(BaseModel):
@@ -62,7 +35,7 @@ def add_review_routes(api: FastAPI, runtime: Runtime) -> None:
     def info(row: ReviewRow, principal: Principal, request: Request) -> ReviewInfo:
         base = base_url(runtime, request.scope["headers"], request.url.scheme)
         may = row.status == "pending" and refusal_to_decide(row, principal) is None
-        return ReviewInfo.model_validate({**reviews.view(row, base), "may_decide": may})
+        return review_info(row, base, may_decide=may)
 
     @api.get("/api/v1/reviews", tags=["reviews"])
     async def list_reviews(

@@ -15,9 +15,9 @@ from geogate.reviews.gate import (
     Reviews,
     may_see,
     refusal_to_decide,
-    review_url,
 )
 from geogate.reviews.notify import Notifier, slack_message, verify_signature
+from geogate.reviews.view import ReviewInfo, review_info, review_url
 from geogate.reviews.wakeups import Wakeups
 
 __all__ = [
@@ -25,11 +25,13 @@ __all__ = [
     "CallerLeft",
     "NotAllowed",
     "Notifier",
+    "ReviewInfo",
     "ReviewRefusal",
     "Reviews",
     "Wakeups",
     "may_see",
     "refusal_to_decide",
+    "review_info",
     "review_url",
     "slack_message",
     "verify_signature",

@@ -25,6 +25,7 @@ from typing import Any
 from geogate.config import Review
 from geogate.identity import Principal
 from geogate.reviews.notify import Notifier
+from geogate.reviews.view import review_info, review_url
 from geogate.reviews.wakeups import RECHECK, Wakeups
 from geogate.store import ReviewConflict, ReviewRow, ReviewStore
 from geogate.store.reviews import (
@@ -34,6 +35,7 @@ from geogate.store.reviews import (
     PENDING,
     USED,
     WITHDRAWN,
+    iso,
     overdue,
 )
 
@@ -295,30 +297,9 @@ class Reviews:
             self._ended_step(row, reviewer=voter.user)
         return row
 
-    def view(self, row: ReviewRow, base_url: str | None = None) -> dict[str, Any]:
-        """The review as the API, the console and notifications show it (JSON-ready)."""
-        return {
-            "id": row.id,
-            "status": row.status,
-            "mode": row.mode,
-            "subject": row.subject,
-            "user": row.user,
-            "connection": row.connection,
-            "policy": row.policy,
-            "policy_version": row.policy_version,
-            "request_id": row.request_id,
-            "summary": row.summary,
-            "approvers": row.approvers,
-            "min_approvals": row.min_approvals,
-            "votes": row.votes,
-            "grant": row.grant,
-            "requested_at": _iso(row.requested_at),
-            "deadline": _iso(row.deadline),
-            "decided_at": _iso(row.decided_at),
-            "grant_until": _iso(row.grant_until),
-            "used_at": _iso(row.used_at),
-            "url": review_url(base_url or self.base_url, row.id),
-        }
+    def view(self, row: ReviewRow) -> dict[str, Any]:
+        """The review as notifications carry it, linked at the configured address."""
+        return review_info(row, self.base_url).model_dump(mode="json")
 
     async def sweep(self) -> list[ReviewRow]:
         """Expire (and record) every review whose time ran out."""
@@ -428,10 +409,6 @@ def may_see(row: ReviewRow, viewer: Principal, admin_groups: frozenset[str]) -> 
     )
 
 
-def review_url(base_url: str, review_id: str) -> str:
-    return f"{base_url.rstrip('/')}/reviews/{review_id}"
-
-
 def _ended(row: ReviewRow, ask_again: datetime | None = None) -> ReviewRefusal:
     again = (
         f" The same call asks for a new review from {_iso(ask_again)}."
@@ -487,4 +464,4 @@ def _now() -> datetime:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+    return None if moment is None else iso(moment)

@@ -170,7 +170,7 @@ class ReviewStore:
         reason: str | None,
         now: datetime,
     ) -> ReviewRow:
-        vote = {"by": voter, "decision": "approve" if approve else "deny", "at": _iso(now)}
+        vote = {"by": voter, "decision": "approve" if approve else "deny", "at": iso(now)}
         if reason:
             vote["reason"] = reason
         votes = [*row.votes, vote]
@@ -281,5 +281,6 @@ def _values(row: ReviewRow) -> dict[str, Any]:
     return {name: getattr(row, name) for name in _COLUMNS}
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
+    """A UTC time as votes and review records write it: `2026-12-03T02:27:00.123456Z`."""
     return moment.isoformat().replace("+00:00", "Z")
