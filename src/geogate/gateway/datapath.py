@@ -20,7 +20,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
 from starlette.types import Message, Receive, Scope, Send
@@ -254,7 +253,8 @@ class DataPath:
             body.content = unmasked
             reason = f"the request contains {', '.join(sorted(found))}"
         await _buffer(body, log.connection, self.runtime.config.connections[log.connection])
-        assert isinstance(body.content, bytes)
+        content = body.content
+        assert isinstance(content, bytes)
         target = _addressed(scope)
         return CallUnderReview(
             request_id=log.request_id,
@@ -264,12 +264,11 @@ class DataPath:
             policy_version=self.runtime.policy.version,
             method=log.method,
             target=target,
-            body=body.content,
-            describe=partial(
-                reviewing.summary,
+            body=content,
+            describe=lambda: reviewing.summary(  # only when a new review is requested
                 method=log.method,
                 target=target,
-                body=body.content,
+                body=content,
                 content_type=body.content_type,
                 adapter=adapter,
                 facts=body.facts,

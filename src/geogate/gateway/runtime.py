@@ -113,9 +113,9 @@ class Runtime:
                 Wakeups(store.folder),
                 Notifier(config.reviews.notify),
                 recorder.append,
-                config.reviews.max_open,
+                base_url=gateway.own_url,
+                max_open=config.reviews.max_open,
             )
-            reviews.base_url = gateway.own_url
             await reviews.start()
             await directory.start()
             await tokens.start()

@@ -102,17 +102,20 @@ class Reviews:
         wakeups: Wakeups,
         notifier: Notifier,
         record: Callable[[Record], None],
+        *,
+        base_url: str = "",
         max_open: int = 20,
     ) -> None:
         self._store = store
+        self.base_url = base_url
+        """Where review pages are reached, when a request does not say (`gateway.own_url`):
+        the only address notifications link to."""
         self._max_open = max_open
         self._wakeups = wakeups
         self._notifier = notifier
         self._record = record
         self._sweeper: asyncio.Task[None] | None = None
         self._grants: dict[tuple[str, str, str], ReviewRow] = {}
-        self.base_url = ""
-        """Where review pages are reached, when a request does not say (`gateway.public_url`)."""
 
     async def start(self) -> None:
         await self._wakeups.start()
