@@ -48,7 +48,7 @@ from geogate.cli.sessions import printable
 from geogate.config import Config
 from geogate.reviews import ReviewInfo, review_info
 from geogate.store import ReviewRow, ReviewStore
-from geogate.store.reviews import EXPIRED, PENDING, overdue
+from geogate.store.reviews import EXPIRED, PENDING, approvals, overdue
 
 T = TypeVar("T")
 
@@ -166,10 +166,9 @@ def approve(
     review = _decide(review_id, True, reason, config, gateway, token)
     name = printable(review.id)
     if review.status == PENDING:
-        approvals = sum(1 for vote in review.votes if vote.get("decision") == "approve")
         typer.echo(
-            f"Approved {name}; it is still pending: {approvals} of {review.min_approvals} "
-            "approvals."
+            f"Approved {name}; it is still pending: {approvals(review.votes)} of "
+            f"{review.min_approvals} approvals."
         )
     elif review.grant_until is not None:
         typer.echo(

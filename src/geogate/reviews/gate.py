@@ -337,7 +337,7 @@ class Reviews:
             "id": row.id,
             "mode": row.mode,
             "requested_by": row.request_id,
-            "approved_by": [v["by"] for v in row.votes if v["decision"] == "approve"],
+            "approved_by": [vote["by"] for vote in row.votes if vote["decision"] == "approve"],
             "decided_at": _iso(row.decided_at),
             "grant_until": _iso(row.grant_until),
         }

@@ -11,11 +11,12 @@ votes on it once. Each change is also an identity audit event (`review.approved`
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import Select, and_, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from geogate.store import journal
@@ -57,8 +58,10 @@ class ReviewRow:
             return None
         return self.decided_at + timedelta(seconds=self.timeout)
 
-    def approvals(self) -> int:
-        return sum(1 for vote in self.votes if vote["decision"] == "approve")
+
+def approvals(votes: Iterable[Mapping[str, Any]]) -> int:
+    """How many of `votes` approve."""
+    return sum(1 for vote in votes if vote.get("decision") == "approve")
 
 
 class ReviewConflict(Exception):
@@ -98,8 +101,7 @@ class ReviewStore:
             .limit(1)
         )
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else _row(row)
+            return await _first(conn, query)
 
     async def granted(
         self, subject: str, connection: str, policy_version: str, now: datetime
@@ -114,8 +116,7 @@ class ReviewStore:
             .limit(1)
         )
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else _row(row)
+            return await _first(conn, query)
 
     async def open_count(self, subject: str) -> int:
         """How many of `subject`'s reviews wait for a decision."""
@@ -123,15 +124,11 @@ class ReviewStore:
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar() or 0)
 
-    async def find(
-        self, *, status: str | None = None, subject: str | None = None, limit: int = 100
-    ) -> list[ReviewRow]:
+    async def find(self, *, status: str | None = None, limit: int = 100) -> list[ReviewRow]:
         """Newest first."""
         query = select(Review).order_by(Review.requested_at.desc()).limit(limit)
         if status is not None:
             query = query.where(Review.status == status)
-        if subject is not None:
-            query = query.where(Review.subject == subject)
         async with self._engine.connect() as conn:
             return [_row(row) for row in (await conn.execute(query)).all()]
 
@@ -177,7 +174,7 @@ class ReviewStore:
         changes: dict[str, Any] = {"votes": votes}
         if not approve:
             changes.update(status=DENIED, decided_at=now)
-        elif sum(1 for v in votes if v["decision"] == "approve") >= row.min_approvals:
+        elif approvals(votes) >= row.min_approvals:
             changes.update(status=APPROVED, decided_at=now)
             if row.grant > 0:
                 changes["grant_until"] = now + timedelta(seconds=row.grant)
@@ -244,7 +241,11 @@ def overdue(row: ReviewRow, now: datetime) -> bool:
 
 
 async def _get(conn: AsyncConnection, review_id: str) -> ReviewRow | None:
-    row = (await conn.execute(select(Review).where(Review.id == review_id))).first()
+    return await _first(conn, select(Review).where(Review.id == review_id))
+
+
+async def _first(conn: AsyncConnection, query: Select[Any]) -> ReviewRow | None:
+    row = (await conn.execute(query)).first()
     return None if row is None else _row(row)
 
 
