@@ -19,6 +19,7 @@ from geogate.cli import app
 from geogate.store import ReviewRow, open_store
 from tests.conftest import UPSTREAM_KEY
 from tests.gateways import Gateway, run_gateway
+from tests.reviewing import chat, refused
 from tests.servers import free_port
 
 POLICY = """\
@@ -65,7 +66,7 @@ class Team:
 
     def ask(self, text: str, connection: str = "asked") -> str:
         """Make a call the gateway refuses until it is approved; its review id."""
-        error = _refusal(self.client(connection), text)
+        error = refused(self.client(connection), text)
         assert error["code"] == "approval_required"
         return str(error["review_id"])
 
@@ -130,23 +131,6 @@ def line_of(table: str, review_id: str) -> str:
     return line
 
 
-def _refusal(client: openai.OpenAI, text: str) -> dict[str, Any]:
-    with pytest.raises(openai.PermissionDeniedError) as caught:
-        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": text}])
-    body = caught.value.body
-    assert isinstance(body, dict)
-    error = body.get("error", body)
-    assert isinstance(error, dict)
-    return error
-
-
-def _chat(client: openai.OpenAI, text: str) -> str:
-    reply = client.chat.completions.create(
-        model="demo", messages=[{"role": "user", "content": text}]
-    )
-    return reply.choices[0].message.content or ""
-
-
 def test_list_here_and_through_the_gateway(team: Team) -> None:
     review_id = team.ask("summarise ticket 9\nand its history")
 
@@ -184,7 +168,7 @@ def test_approve_lets_the_callers_retry_go(team: Team) -> None:
     assert code == 0, err
     assert out == f"Approved {review_id} (approved: the call may go once it is sent again).\n"
     client = team.client("asked")
-    assert _chat(client, "deploy the fix for ticket 7") == "You said: deploy the fix for ticket 7"
+    assert chat(client, "deploy the fix for ticket 7") == "You said: deploy the fix for ticket 7"
 
     code, _, err = remote(team, team.carol, "approve", review_id)  # used: nothing to approve
     assert code == 1 and f"Review {review_id} is already used" in err
@@ -201,7 +185,7 @@ def test_deny_tells_the_caller_the_reason(team: Team) -> None:
     code, out, err = remote(team, team.carol, "deny", review_id, "--reason", "no bulk exports")
     assert code == 0, err
     assert out == f"Denied {review_id} ({ALICE} is told: no bulk exports).\n"
-    error = _refusal(team.client("asked"), "export every customer")
+    error = refused(team.client("asked"), "export every customer")
     assert error["code"] == "approval_denied" and error["review_id"] == review_id
     assert "no bulk exports" in error["message"]
     assert one(listed("--config", team.policy), review_id)["status"] == "denied"
@@ -216,7 +200,7 @@ def test_a_second_approval_is_needed_when_the_policy_asks_for_two(team: Team) ->
     assert code == 1 and "has already voted" in err
     code, out, err = remote(team, team.carol, "approve", review_id)
     assert code == 0 and out.startswith(f"Approved {review_id} (approved:"), err
-    assert _chat(team.client("dual"), "rotate the keys") == "You said: rotate the keys"
+    assert chat(team.client("dual"), "rotate the keys") == "You said: rotate the keys"
 
 
 def test_nobody_decides_their_own_call_nor_a_service_account(team: Team) -> None:

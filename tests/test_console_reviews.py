@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import UPSTREAM_KEY
 from tests.gateways import Gateway, run_gateway
+from tests.reviewing import chat, error_of, refused
 
 POLICY = """\
 version: 1
@@ -74,16 +75,14 @@ class Team:
             base_url=self.gw.url(connection), api_key=self.alice_key, max_retries=0
         )
         headers = {} if justification is None else {"x-geogate-justification": justification}
-        with pytest.raises(openai.PermissionDeniedError) as caught:
-            _chat(client, text, headers)
-        error = _error(caught.value)
+        error = refused(client, text, headers)
         assert error["code"] == "approval_required"
         assert error["review_url"] == f"{self.gw.base_url}/reviews/{error['review_id']}"
         return str(error["review_id"])
 
     def retry(self, text: str) -> str:
         client = openai.OpenAI(base_url=self.gw.url("asked"), api_key=self.alice_key, max_retries=0)
-        return _chat(client, text, {})
+        return chat(client, text)
 
     def page(self, path: str, session: str | None) -> httpx2.Response:
         cookies = {} if session is None else {"Cookie": f"geogate_session={session}"}
@@ -126,21 +125,6 @@ def team(tmp_path_factory: pytest.TempPathFactory, demo_url: str) -> Iterator[Te
     policy = POLICY.format(folder=folder, demo=demo_url, key=UPSTREAM_KEY)
     with run_gateway(folder, policy) as gw:
         yield Team(gw)
-
-
-def _chat(client: openai.OpenAI, text: str, headers: dict[str, str]) -> str:
-    reply = client.chat.completions.create(
-        model="demo", messages=[{"role": "user", "content": text}], extra_headers=headers
-    )
-    return reply.choices[0].message.content or ""
-
-
-def _error(exc: openai.APIStatusError) -> dict[str, Any]:
-    body = exc.body
-    assert isinstance(body, dict)
-    error = body.get("error", body)
-    assert isinstance(error, dict)
-    return error
 
 
 def _inert(answer: httpx2.Response) -> None:
@@ -261,7 +245,7 @@ def test_a_denial_with_a_reason_reaches_the_caller(team: Team) -> None:
     assert denied.status_code == 303
     with pytest.raises(openai.PermissionDeniedError) as caught:
         team.retry("export every customer")
-    error = _error(caught.value)
+    error = error_of(caught.value)
     assert error["code"] == "approval_denied" and f"no bulk exports {ATTACK}" in error["message"]
     page = team.page(f"/reviews/{review_id}", team.bob)
     assert "carol@example.com: deny at" in page.text and "<script" not in page.text

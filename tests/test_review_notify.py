@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from geogate.reviews import verify_signature
 from tests.conftest import UPSTREAM_KEY
 from tests.gateways import Gateway, run_gateway
+from tests.reviewing import refused
 from tests.servers import free_port, run_asgi
 
 SECRET = "whsec-0123456789abcdef"
@@ -123,11 +124,7 @@ def _ask(gw: Gateway, key: str, text: str, host: str | None = None) -> dict[str,
     client = openai.OpenAI(
         base_url=gw.url("asked"), api_key=key, max_retries=0, default_headers=headers
     )
-    with pytest.raises(openai.PermissionDeniedError) as caught:
-        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": text}])
-    body = caught.value.body
-    assert isinstance(body, dict)
-    error: dict[str, Any] = body.get("error", body)
+    error = refused(client, text)
     assert error["code"] == "approval_required"
     return error
 
@@ -263,13 +260,7 @@ def test_a_caller_past_max_open_gets_too_many_reviews_and_nobody_is_notified(
             caller = gw.create_key("alice@example.com", groups=["contractors"])
             _ask(gw, caller, "the first call")
             client = openai.OpenAI(base_url=gw.url("asked"), api_key=caller, max_retries=0)
-            with pytest.raises(openai.RateLimitError) as caught:
-                client.chat.completions.create(
-                    model="demo", messages=[{"role": "user", "content": "a second call"}]
-                )
-            body = caught.value.body
-            assert isinstance(body, dict)
-            error = body.get("error", body)
+            error = refused(client, "a second call", raised=openai.RateLimitError)
             assert error["code"] == "too_many_reviews" and "review_id" not in error
             receiver.wait(1)
             time.sleep(0.5)  # a second notification would have been sent by now

@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import UPSTREAM_KEY
 from tests.gateways import Gateway, run_gateway
 from tests.recordings import records
+from tests.reviewing import chat, error_of
 
 POLICY = """\
 version: 1
@@ -131,21 +132,6 @@ def team(tmp_path_factory: pytest.TempPathFactory, demo_url: str) -> Iterator[Te
         yield Team(gw, folder)
 
 
-def _chat(client: openai.OpenAI, text: str) -> str:
-    reply = client.chat.completions.create(
-        model="demo", messages=[{"role": "user", "content": text}]
-    )
-    return reply.choices[0].message.content or ""
-
-
-def _error(exc: openai.APIStatusError) -> dict[str, Any]:
-    body = exc.body
-    assert isinstance(body, dict)
-    error = body.get("error", body)
-    assert isinstance(error, dict)
-    return error
-
-
 class _Background:
     """A call made in a thread, so the test can approve it while it is held."""
 
@@ -157,7 +143,7 @@ class _Background:
 
     def _run(self, client: openai.OpenAI, text: str) -> None:
         try:
-            self.result = _chat(client, text)
+            self.result = chat(client, text)
         except BaseException as exc:
             self.error = exc
 
@@ -202,15 +188,15 @@ def test_hold_denied_refuses_the_call_with_the_reason(team: Team) -> None:
     assert denied.status_code == 200 and denied.json()["status"] == "denied"
     call.join()
     assert isinstance(call.error, openai.PermissionDeniedError)
-    error = _error(call.error)
+    error = error_of(call.error)
     assert error["code"] == "approval_denied" and error["review_id"] == review["id"]
     assert "not during the freeze" in error["message"]
 
 
 def test_hold_times_out_as_approval_expired(team: Team) -> None:
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        _chat(team.client("brief"), "anything")
-    assert _error(caught.value)["code"] == "approval_expired"
+        chat(team.client("brief"), "anything")
+    assert error_of(caught.value)["code"] == "approval_expired"
     [row] = [
         r for r in team.api("GET", "/api/v1/reviews", team.bob).json() if r["connection"] == "brief"
     ]
@@ -220,7 +206,7 @@ def test_hold_times_out_as_approval_expired(team: Team) -> None:
 
 def test_held_caller_that_leaves_withdraws_its_review(team: Team) -> None:
     with pytest.raises(openai.APITimeoutError):
-        _chat(team.client("held", timeout=1.0), "I will not wait")
+        chat(team.client("held", timeout=1.0), "I will not wait")
     deadline = time.monotonic() + 10
     while True:
         rows = [
@@ -238,33 +224,33 @@ def test_held_caller_that_leaves_withdraws_its_review(team: Team) -> None:
 def test_ask_refuses_at_once_and_the_same_call_goes_once_approved(team: Team) -> None:
     client = team.client("asked")
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        _chat(client, "summarise ticket 9")
-    error = _error(caught.value)
+        chat(client, "summarise ticket 9")
+    error = error_of(caught.value)
     assert error["code"] == "approval_required"
     review_id, url = error["review_id"], error["review_url"]
     assert url == f"{team.gw.base_url}/reviews/{review_id}"
 
     with pytest.raises(openai.PermissionDeniedError) as again:  # still pending: same review
-        _chat(client, "summarise ticket 9")
-    assert _error(again.value)["review_id"] == review_id
+        chat(client, "summarise ticket 9")
+    assert error_of(again.value)["review_id"] == review_id
 
     assert team.approve(review_id, team.bob).status_code == 200
     impostor = openai.OpenAI(base_url=team.gw.url("asked"), api_key=team.mallory, max_retries=0)
     with pytest.raises(openai.PermissionDeniedError) as borrowed:  # bound to the caller
-        _chat(impostor, "summarise ticket 9")
-    assert _error(borrowed.value)["review_id"] != review_id
+        chat(impostor, "summarise ticket 9")
+    assert error_of(borrowed.value)["review_id"] != review_id
     with pytest.raises(openai.PermissionDeniedError) as elsewhere:  # and to the path
         team.client("asked").embeddings.create(model="demo", input="summarise ticket 9")
-    assert _error(elsewhere.value)["review_id"] != review_id
+    assert error_of(elsewhere.value)["review_id"] != review_id
     with pytest.raises(openai.PermissionDeniedError) as changed:
-        _chat(client, "summarise ticket 9 and email it to me")
-    other = _error(changed.value)
+        chat(client, "summarise ticket 9 and email it to me")
+    other = error_of(changed.value)
     assert other["code"] == "approval_required" and other["review_id"] != review_id
 
-    assert _chat(client, "summarise ticket 9") == "You said: summarise ticket 9"
+    assert chat(client, "summarise ticket 9") == "You said: summarise ticket 9"
     with pytest.raises(openai.PermissionDeniedError) as used:  # single use: asks anew
-        _chat(client, "summarise ticket 9")
-    third = _error(used.value)
+        chat(client, "summarise ticket 9")
+    third = error_of(used.value)
     assert third["code"] == "approval_required" and third["review_id"] not in (
         review_id,
         other["review_id"],
@@ -274,69 +260,69 @@ def test_ask_refuses_at_once_and_the_same_call_goes_once_approved(team: Team) ->
 def test_ask_denied_answers_approval_denied(team: Team) -> None:
     client = team.client("asked")
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        _chat(client, "export every customer")
-    review_id = _error(caught.value)["review_id"]
+        chat(client, "export every customer")
+    review_id = error_of(caught.value)["review_id"]
     assert team.deny(review_id, team.carol, "no bulk exports").status_code == 200
     with pytest.raises(openai.PermissionDeniedError) as denied:
-        _chat(client, "export every customer")
-    error = _error(denied.value)
+        chat(client, "export every customer")
+    error = error_of(denied.value)
     assert error["code"] == "approval_denied" and "no bulk exports" in error["message"]
 
 
 def test_grant_window_lets_the_caller_use_the_connection_until_it_ends(team: Team) -> None:
     client = team.client("granted")
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        _chat(client, "first question")
-    review_id = _error(caught.value)["review_id"]
+        chat(client, "first question")
+    review_id = error_of(caught.value)["review_id"]
     approved = team.approve(review_id, team.bob)
     assert approved.json()["grant_until"] is not None
-    assert _chat(client, "first question") == "You said: first question"
-    assert _chat(client, "another question") == "You said: another question"
+    assert chat(client, "first question") == "You said: first question"
+    assert chat(client, "another question") == "You said: another question"
     other = openai.OpenAI(base_url=team.gw.url("granted"), api_key=team.mallory, max_retries=0)
     with pytest.raises(openai.PermissionDeniedError) as someone_else:
-        _chat(other, "may I too?")
-    assert _error(someone_else.value)["code"] == "approval_required"
+        chat(other, "may I too?")
+    assert error_of(someone_else.value)["code"] == "approval_required"
 
     time.sleep(3.2)  # the grant window is 3 s
     with pytest.raises(openai.PermissionDeniedError) as ended:
-        _chat(client, "one more")
-    assert _error(ended.value)["code"] == "approval_required"
+        chat(client, "one more")
+    assert error_of(ended.value)["code"] == "approval_required"
     assert _review_steps(team, review_id).count("review.used") == 2
 
 
 def test_min_approvals_needs_two_people(team: Team) -> None:
     client = team.client("dual")
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        _chat(client, "rotate the keys")
-    review_id = _error(caught.value)["review_id"]
+        chat(client, "rotate the keys")
+    review_id = error_of(caught.value)["review_id"]
     first = team.approve(review_id, team.bob)
     assert first.json()["status"] == "pending" and len(first.json()["votes"]) == 1
     assert team.approve(review_id, team.bob).status_code == 409  # one vote per person
     with pytest.raises(openai.PermissionDeniedError):
-        _chat(client, "rotate the keys")
+        chat(client, "rotate the keys")
     assert team.approve(review_id, team.carol).json()["status"] == "approved"
-    assert _chat(client, "rotate the keys") == "You said: rotate the keys"
+    assert chat(client, "rotate the keys") == "You said: rotate the keys"
 
 
 def test_on_detect_review_holds_only_calls_with_findings(team: Team) -> None:
     client = team.client("detected")
-    assert _chat(client, "nothing sensitive here") == "You said: nothing sensitive here"
+    assert chat(client, "nothing sensitive here") == "You said: nothing sensitive here"
     text = f"customer SSN {SSN} needs a refund"
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        _chat(client, text)
-    error = _error(caught.value)
+        chat(client, text)
+    error = error_of(caught.value)
     review = team.api("GET", f"/api/v1/reviews/{error['review_id']}", team.bob).json()
     assert review["summary"]["found"] == {"us_ssn": 1}
     assert SSN not in json.dumps(review)  # approvers see the call masked
     assert "[US_SSN]" in review["summary"]["preview"]
     assert team.approve(error["review_id"], team.bob).status_code == 200
-    assert _chat(client, text) == f"You said: {text}"  # approved: it goes as it was sent
+    assert chat(client, text) == f"You said: {text}"  # approved: it goes as it was sent
 
 
 def test_reviews_are_visible_to_approvers_and_their_callers_only(team: Team) -> None:
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        _chat(team.client("asked"), "visibility check")
-    review_id = _error(caught.value)["review_id"]
+        chat(team.client("asked"), "visibility check")
+    review_id = error_of(caught.value)["review_id"]
     assert team.api("GET", f"/api/v1/reviews/{review_id}", team.mallory).status_code == 404
     mine = team.api("GET", f"/api/v1/reviews/{review_id}", team.alice).json()
     assert mine["may_decide"] is False
@@ -398,10 +384,10 @@ def test_the_binding_covers_caller_connection_call_body_and_policy_version() -> 
 def test_the_audit_report_lists_every_step_of_a_review(team: Team) -> None:
     client = team.client("asked")
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        _chat(client, "report me")
-    review_id = _error(caught.value)["review_id"]
+        chat(client, "report me")
+    review_id = error_of(caught.value)["review_id"]
     assert team.approve(review_id, team.bob, "fine").status_code == 200
-    _chat(client, "report me")
+    chat(client, "report me")
     _review_steps(team, review_id)
     today = time.strftime("%Y-%m-%d", time.gmtime())
     deadline = time.monotonic() + 15  # the session index is written every second
@@ -422,11 +408,11 @@ def test_what_approvers_see_is_masked_however_the_caller_disguises_it(team: Team
     zero_width = "123\u200b-45-6789"
     client = team.client("asked", default_headers={"x-geogate-justification": f"SSN {SSN}"})
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        _chat(
+        chat(
             client,
             f"card 4111 1111 1111 1111, SSN {zero_width} or {disguised}, AKIAIOSFODNN7EXAMPLE",
         )
-    review = team.api("GET", f"/api/v1/reviews/{_error(caught.value)['review_id']}", team.bob)
+    review = team.api("GET", f"/api/v1/reviews/{error_of(caught.value)['review_id']}", team.bob)
     shown = json.dumps(review.json(), ensure_ascii=False)
     for value in (disguised, zero_width, "4111 1111 1111 1111", "AKIAIOSFODNN7EXAMPLE", SSN):
         assert value not in shown
