@@ -13,7 +13,6 @@ entity once more text arrives; a stream holds back only that much.
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import math
 import re
 from collections import Counter
@@ -22,9 +21,9 @@ from dataclasses import dataclass
 from functools import cache
 
 import phonenumbers
-from stdnum import luhn, numdb
-from stdnum.iso7064 import mod_97_10
-from stdnum.us import ssn as stdnum_ssn
+from stdnum import numdb
+
+from geogate.dlp.checks import iban_check_valid, luhn_valid, ssn_issued
 
 Span = tuple[int, int]
 SpanFinder = Callable[[str, int, int], Iterator[Span]]
@@ -92,12 +91,6 @@ def _groups(text: str, start: int, end: int) -> list[Span]:
 _DIGIT_GROUP = re.compile(r"\d+")
 
 
-def _one_separator(text: str, groups: list[Span]) -> bool:
-    """Whether the groups are joined by nothing or by one and the same separator."""
-    joints = {text[left[1] : right[0]] for left, right in itertools.pairwise(groups)}
-    return len(joints) <= 1 and all(len(joint) <= 1 for joint in joints)
-
-
 def _detached(text: str, start: int, end: int) -> bool:
     """Not a piece of a longer number such as `1-123-45-6789-0` or `10.1.2.3.4`."""
     before = text[start - 2 : start] if start >= 2 else ""
@@ -137,7 +130,7 @@ def _issued_card(number: str) -> bool:
     for size in (4, 3, 2, 1):
         lengths = _CARD_PREFIXES.get(number[:size])
         if lengths is not None and len(number) in lengths:
-            return bool(luhn.is_valid(number))
+            return luhn_valid(number)
     return False
 
 
@@ -202,27 +195,22 @@ def _continues(text: str, groups: list[Span], first: int, last: int) -> bool:
 # --- US SSN and ITIN ----------------------------------------------------------------------
 
 _SSN_KEYWORD = re.compile(r"(?i)(?:ssn|social security(?: number| no\.?)?|ss#|ss no\.?)\W{0,4}$")
+_NINE_DIGITS = re.compile(r"(\d{3})([ .-]?)(\d{2})\2(\d{4})")
+"""3-2-4 digits, joined by nothing or twice by the same separator."""
 
 
 def _nine_digit_spans(valid: Callable[[str], bool]) -> SpanFinder:
     def spans(text: str, start: int, end: int) -> Iterator[Span]:
-        value = text[start:end]
-        groups = _groups(text, start, end)
-        if len(groups) == 1 and not _SSN_KEYWORD.search(text, max(0, start - 30), start):
-            return  # nine bare digits are an SSN only where the text says so
-        shape = tuple(group_end - group_start for group_start, group_end in groups)
-        if shape not in ((3, 2, 4), (9,)) or not _one_separator(text, groups):
+        shape = _NINE_DIGITS.fullmatch(text, start, end)
+        if shape is None:
             return
-        if valid(_digits(value)) and _detached(text, start, end):
+        area, separator, group, serial = shape.groups()
+        if not separator and not _SSN_KEYWORD.search(text, max(0, start - 30), start):
+            return  # nine bare digits are an SSN only where the text says so
+        if valid(area + group + serial) and _detached(text, start, end):
             yield start, end
 
     return spans
-
-
-def _valid_ssn(number: str) -> bool:
-    """The SSA's rules, as python-stdnum applies them: area not 000, 666 or 9xx, group not 00,
-    serial not 0000, and not one of the numbers voided after appearing in advertising."""
-    return bool(stdnum_ssn.is_valid(number))
 
 
 _ITIN_GROUPS = frozenset([*range(50, 66), *range(70, 89), *range(90, 93), *range(94, 100)])
@@ -260,7 +248,7 @@ def _valid_iban(compact: str) -> bool:
     bban = _IBAN_FORMATS.get(compact[:2])
     if bban is None or not bban.fullmatch(compact, 4):
         return False
-    return mod_97_10.is_valid(compact[4:] + compact[:4])
+    return iban_check_valid(compact)
 
 
 def _iban_spans(text: str, start: int, end: int) -> Iterator[Span]:
@@ -636,7 +624,7 @@ BUILTIN: dict[str, Detector] = {
                 r"\b[0-8]\d{2}[ .-]?\d{2}[ .-]?\d{4}\b",
                 r"\b[0-8]\d{8}\b",
             ),
-            _nine_digit_spans(_valid_ssn),
+            _nine_digit_spans(ssn_issued),
             tail_run(r"\d .-", r"\d", 12),
             _digits,
         ),
