@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import string
 
@@ -11,7 +12,7 @@ from stdnum import luhn
 from stdnum.iso7064 import mod_97_10
 from stdnum.us import ssn
 
-from geogate.dlp.checks import iban_check_valid, luhn_valid, ssn_issued
+from geogate.dlp.checks import IPV4, iban_check_valid, luhn_valid, ssn_issued
 
 DIGITS = st.text(alphabet=string.digits, min_size=1, max_size=24)
 
@@ -68,3 +69,21 @@ def test_ssn_rules_at_every_edge() -> None:
             for serial in serials:
                 digits = area + group + serial
                 assert ssn_issued(digits) == ssn.is_valid(digits), digits
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.integers(0, 299).map(str), st.text(string.digits, min_size=1, max_size=4)),
+        min_size=3,
+        max_size=5,
+    )
+)
+def test_ipv4_shape_agrees_with_ipaddress(octets: list[str]) -> None:
+    value = ".".join(octets)
+    try:
+        ipaddress.IPv4Address(value)
+        valid = True
+    except ValueError:
+        valid = False
+    assert (IPV4.fullmatch(value) is not None) == valid, value
