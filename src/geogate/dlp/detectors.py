@@ -150,29 +150,32 @@ def _card_spans(text: str, start: int, end: int) -> Iterator[Span]:
     """Every run of groups inside the region that is an issued card number, joined by nothing
     or by one and the same separator."""
     groups = _groups(text, start, end)
-    for first, (first_start, first_end) in enumerate(groups):
+    count = len(groups)
+    for first in range(count):
+        first_start, run_end = groups[first]
         if text[first_start] not in "23456":  # no issuer's range begins with 0, 1, 7, 8 or 9
             continue
-        digits = text[first_start:first_end]
+        digits = text[first_start:run_end]
         separator: str | None = None
-        for last in range(first + 1, len(groups) + 1):
-            if len(digits) > 19:
+        last = first
+        while len(digits) <= 19:
+            if (
+                len(digits) >= 13
+                and _issued_card(digits)
+                and _detached(text, first_start, run_end)
+                and not _continues(text, groups, first, last)
+            ):
+                yield first_start, run_end
+            last += 1
+            if last == count:
                 break
-            if len(digits) >= 13:
-                span = (first_start, groups[last - 1][1])
-                if (
-                    _issued_card(digits)
-                    and _detached(text, *span)
-                    and not _continues(text, groups, first, last - 1)
-                ):
-                    yield span
-            if last == len(groups):
-                break
-            joint = text[groups[last - 1][1] : groups[last][0]]
+            group_start, group_end = groups[last]
+            joint = text[run_end:group_start]
             if len(joint) > 1 or (separator is not None and joint != separator):
                 break  # a card's groups share one separator of one character
             separator = joint
-            digits += text[groups[last][0] : groups[last][1]]
+            digits += text[group_start:group_end]
+            run_end = group_end
 
 
 def _continues(text: str, groups: list[Span], first: int, last: int) -> bool:
@@ -559,6 +562,8 @@ _ASSIGNMENT = (
 )
 """A name that says secret, then `=` or `:`; the value after it is checked in Python."""
 _ASSIGNED_VALUE = re.compile(r"[ \t]{0,3}[\"']?(?P<value>[^\s\"'`\\]{16,256})")
+_A_DIGIT = re.compile("[0-9]")
+_A_LETTER = re.compile("[A-Za-z]")
 _NEXT_PARAMETER = re.compile(r"&\w+=.*")
 """In a URL query, the value ends where the next parameter begins (`token=...&format=csv`)."""
 _SECRET_CHARS = "!#-&(-\\[\\]-_a-~"  # noqa: S105  # a character class, not a password
@@ -581,9 +586,14 @@ def _prefix(pattern: str) -> str:
 
 
 def _entropy(value: str) -> float:
-    """Shannon entropy in bits per character."""
+    """Shannon entropy in bits per character: log2(size) - sum(n * log2(n)) / size over the
+    characters' counts n, summed in C from a table."""
     size = len(value)
-    return -sum(n / size * math.log2(n / size) for n in map(value.count, set(value)))
+    return math.log2(size) - sum(map(_N_LOG2_N.__getitem__, map(value.count, set(value)))) / size
+
+
+_N_LOG2_N = [0.0] + [n * math.log2(n) for n in range(1, 257)]
+"""n * log2(n) for every count a value of at most 256 characters can hold."""
 
 
 def _secret_spans(text: str, start: int, end: int) -> Iterator[Span]:
@@ -597,9 +607,12 @@ def _secret_spans(text: str, start: int, end: int) -> Iterator[Span]:
         if assigned is None:
             return
         secret = _NEXT_PARAMETER.sub("", assigned.group("value")).rstrip(".,;:)]}>")
-        has_digit = any(char.isdigit() for char in secret)
-        has_letter = any(char.isalpha() for char in secret)
-        if len(secret) >= 16 and has_digit and has_letter and _entropy(secret) >= 3.0:
+        if (
+            len(secret) >= 16
+            and _A_DIGIT.search(secret)
+            and _A_LETTER.search(secret)
+            and _entropy(secret) >= 3.0
+        ):
             begin = assigned.start("value")
             yield begin, begin + len(secret)
 
