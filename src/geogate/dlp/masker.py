@@ -59,7 +59,7 @@ class Masker:
 
     def apply(self, texts: Sequence[str]) -> list[str]:
         whole = "".join(texts)
-        findings = [(f.start, f.end, f.entity) for f in self.engine.find(whole)] if whole else []
+        findings = self.engine.find(whole) if whole else []
         if not findings:
             return list(texts)
         return _split(whole, findings, self._replacements(whole, findings), texts)
