@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from geogate.config import BUILTIN_ENTITIES, CustomEntity
 from geogate.dlp import DataBlocked, Engine, MaskingError, PatternError
-from geogate.dlp.detectors import _NATIONAL_REGIONS, BUILTIN, _known, _valid_for
+from geogate.dlp.detectors import (
+    _NATIONAL_REGIONS,
+    BUILTIN,
+    _known,
+    _valid_for,
+    _valid_international,
+)
 from geogate.dlp.masker import CEILING, Chain, Masker, Restorer
 from geogate.dlp.vault import Vault, Vaults
 
@@ -382,6 +388,35 @@ def test_phone_validity_agrees_with_libphonenumber() -> None:
         nanp = rng.choice("23456789") + "".join(rng.choices("0123456789", k=9))
         expected = phonenumbers.is_valid_number(phonenumbers.PhoneNumber(1, int(nanp)))
         assert _known(1, nanp) == expected, nanp
+
+
+def test_international_numbers_agree_with_libphonenumbers_parser() -> None:
+    """`+CC national` is split without parsing, a trunk `(0)` or a leading 0 included, and
+    answers as `phonenumbers.parse` and `is_valid_number` do, for every region's example
+    numbers, written four ways, and for near-misses of them."""
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            nsn = phonenumbers.national_significant_number(example)
+            code = example.country_code
+            for national in (nsn, nsn[:-1] + str((int(nsn[-1]) + 1) % 10), nsn[:-2] + "07"):
+                for value in (
+                    f"+{code} {national}",
+                    f"+{code} (0){national}",
+                    f"+{code}(0) {national}",
+                    f"+{code} 0{national}",
+                ):
+                    try:
+                        expected = phonenumbers.is_valid_number(phonenumbers.parse(value, None))
+                    except phonenumbers.NumberParseException:
+                        expected = False
+                    digits = "".join(char for char in value if char.isdigit())
+                    assert _valid_international(value, digits) == expected, (region, value)
+                    checked += 1
+    assert checked > 5000
 
 
 @pytest.mark.parametrize(

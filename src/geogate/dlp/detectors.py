@@ -318,8 +318,7 @@ def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
     """Whether libphonenumber knows the number: international (`+`), national after a trunk
     0 in one of `_NATIONAL_REGIONS`, or North American (NANP) when written grouped or named."""
     if value.startswith("+"):
-        number = _international(value, digits)
-        return number is not None and _known(*number)
+        return _valid_international(value, digits)
     if digits.startswith("0"):  # Italy keeps its 0 in the number
         return _matches(_TRUNK_REGIONS, digits[1:]) or _matches(_ITALY, digits)
     if formatted and (len(digits) == 10 or (len(digits) == 11 and digits[0] == "1")):
@@ -327,25 +326,47 @@ def _valid_phone(value: str, digits: str, formatted: bool) -> bool:
     return False
 
 
-def _international(value: str, digits: str) -> tuple[int, str] | None:
-    """(country code, national number) of `+CC national`, split by the code that begins it
-    (E.164 codes are a prefix code, so at most one of its first three digits' prefixes is
-    one), without parsing. What needs the parser's rules is left to it: a `(0)` trunk written
-    after the code (`+44 (0)20 ...`), or a national part that begins with 0."""
+def _valid_international(value: str, digits: str) -> bool:
+    """A `+CC national` number, split by the code that begins it (E.164 codes are a prefix
+    code, so at most one of its first three digits' prefixes is one), without parsing.
+
+    A national part that begins with 0 is either a trunk 0 written after the code (`+44 (0)20
+    ...`), which libphonenumber drops, or part of the number (Italy keeps its 0). When the
+    number is valid read one of these ways, the parser would find it valid too; otherwise its
+    own rules decide (they keep or drop a trunk prefix country by country)."""
     for size in (1, 2, 3):
         code = int(digits[:size])
         if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
             national = digits[size:]
-            if "(0)" in value or national[:1] in ("0", ""):
-                break
-            return code, national
+            if "(0)" not in value and national[:1] not in ("0", ""):
+                return _known(code, national)
+            if "(0)" in value:
+                if national[:1] == "0" and _trunk_zero(code) and _known(code, national[1:]):
+                    return True
+            elif _known(code, national):
+                return True
+            break
     try:
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
-        return None
-    if number.country_code is None:
-        return None
-    return number.country_code, phonenumbers.national_significant_number(number)
+        return False
+    return number.country_code is not None and _known(
+        number.country_code, phonenumbers.national_significant_number(number)
+    )
+
+
+@cache
+def _trunk_zero(code: int) -> bool:
+    """Whether every country of the calling code dials 0 before national numbers (the 0
+    that `+44 (0)20 ...` shows and the parser drops)."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    metadata = [phonenumbers.PhoneMetadata.metadata_for_region(region) for region in regions]
+    return bool(metadata) and all(
+        data is not None
+        and data.national_prefix_for_parsing in (None, "0")
+        and data.national_prefix == "0"
+        for data in metadata
+    )
 
 
 def _known(code: int, national: str) -> bool:
@@ -433,12 +454,12 @@ def _inside_longer_code(text: str, first: int, last: int) -> bool:
     return after[:1] == " " and after[1:].isdigit() and " " in text[first:last]
 
 
-def _may_start_a_phone(group: str) -> bool:
+def _may_start_a_phone(text: str, start: int, end: int) -> bool:
     """Without `+` or `(`, a number begins with a trunk 0, an area code (`415`), NANP's `1`, or
     is all digits at once (after a word like `phone:`); `5678` in a card number does not."""
-    return (
-        group[0] == "0" or group == "1" or len(group) >= 7 or (len(group) == 3 and group[0] != "1")
-    )
+    size = end - start
+    lead = text[start]
+    return lead == "0" or size >= 7 or (size == 3 and lead != "1") or (size == 1 and lead == "1")
 
 
 def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
@@ -447,7 +468,7 @@ def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
     for index, (first, group_end) in enumerate(groups):
         if first > start and text[first - 1] in "+(":
             first -= 1
-        elif not _may_start_a_phone(text[first:group_end]):
+        elif not _may_start_a_phone(text, first, group_end):
             continue
         joint = text[first - 2 : first] if first >= 2 else ""
         if (joint[-1:] in (".", "-", "/") and joint[0].isalnum()) or (
@@ -456,7 +477,8 @@ def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
             continue  # the tail of a longer number or code (`DE89 3704 0044`, `ORD-2024-000123`)
         ends: list[int] = []
         count = 0
-        for group_start, group_end in groups[index:]:
+        for next_index in range(index, len(groups)):
+            group_start, group_end = groups[next_index]
             count += group_end - group_start
             if count > 15:
                 break
@@ -473,11 +495,11 @@ def _phone_spans(text: str, start: int, end: int) -> Iterator[Span]:
                 if keyword is None:
                     keyword = bool(_PHONE_KEYWORD.search(text, max(0, first - 24), first))
                 formatted = keyword
-            if (
-                _valid_phone(value, digits, formatted)
+            if (  # the cheap checks first
+                _detached(text, first, last)
                 and not _NOT_PHONES.fullmatch(value)
+                and _valid_phone(value, digits, formatted)
                 and not _inside_longer_code(text, first, last)
-                and _detached(text, first, last)
             ):
                 yield first, last
                 break
