@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Sequence
+from functools import cache
+from operator import itemgetter
 from typing import Literal
 
 from geogate.dlp.engine import Engine
@@ -69,9 +71,9 @@ class Masker:
 
     def replacement(self, entity: str, value: str) -> str:
         """What a value becomes in this masker's style."""
-        label = entity.upper()
         if self.style == "redact":
-            return f"[{label}]"
+            return _redacted(entity)
+        label = entity.upper()
         if self.style == "partial":
             return _partial(entity, value, label)
         canonical = self.engine.canonical(entity, value)
@@ -85,7 +87,10 @@ class Masker:
         """Each finding's replacement, counted; or the refusal `on_detect: block` asks for."""
         if findings and self.block:
             raise DataBlocked(sorted({entity for _start, _end, entity in findings}))
-        self.counts.update(entity for _start, _end, entity in findings)
+        entities = list(map(_entity, findings))
+        self.counts.update(entities)
+        if self.style == "redact":  # the value does not matter: no slicing, one lookup
+            return list(map(_redacted, entities))
         return [self.replacement(entity, text[start:end]) for start, end, entity in findings]
 
 
@@ -97,18 +102,29 @@ def _render(
     text: str, findings: Sequence[_Mark], replacements: Sequence[str], begin: int, end: int
 ) -> str:
     """`text[begin:end]` masked. A finding that crosses into it from an earlier field was
-    replaced there, so here its characters just disappear."""
+    replaced there, so here its characters just disappear. (The findings are sorted and do not
+    overlap, so their ends are sorted too: bisection finds the ones that touch the field.)"""
     pieces: list[str] = []
     position = begin
-    for (start, stop, _entity), replacement in zip(findings, replacements, strict=True):
-        if stop <= begin or start >= end:
-            continue
+    for index in range(bisect_right(findings, begin, key=_stop), len(findings)):
+        start, stop, _entity = findings[index]
+        if start >= end:
+            break
         if start >= begin:
             pieces.append(text[position:start])
-            pieces.append(replacement)
+            pieces.append(replacements[index])
         position = min(stop, end)
     pieces.append(text[position:end])
     return "".join(pieces)
+
+
+_stop = itemgetter(1)
+_entity = itemgetter(2)
+
+
+@cache
+def _redacted(entity: str) -> str:
+    return f"[{entity.upper()}]"
 
 
 def _split(
