@@ -269,6 +269,8 @@ def _iban_spans(text: str, start: int, end: int) -> Iterator[Span]:
             yield begin, found.end()
 
 
+_IBAN_BEGINS = f"\\b(?:{'|'.join(sorted(_IBAN_LENGTHS))})\\d{{2}}(?: ?[A-Za-z0-9]){{4}}"
+"""A country that issues IBANs, check digits, and four more characters."""
 _IBAN_START = re.compile(r"\b[A-Z]{2}[0-9]{2}")
 _IBAN_OF_LENGTH = {
     country: re.compile(f"[A-Z]{{2}}[0-9]{{2}}(?: ?[A-Za-z0-9]){{{length - 4}}}")
@@ -667,7 +669,7 @@ BUILTIN: dict[str, Detector] = {
         ),
         Detector(
             "credit_card",
-            (r"\b\d(?:[ -]?\d){11,18}\b",),
+            (r"\b\d(?:[ -]?\d){12,18}\b",),  # 13 to 19 digits
             _card_spans,
             tail_run(r"\d -", r"\d", 40),
             _digits,
@@ -675,7 +677,7 @@ BUILTIN: dict[str, Detector] = {
         ),
         Detector(
             "iban",
-            (r"\b[A-Z]{2}\d{2}(?: ?[A-Za-z0-9]){4}",),  # where one begins; see _iban_spans
+            (_IBAN_BEGINS,),  # where one begins; see _iban_spans
             _iban_spans,
             tail_pattern(r"\b[A-Z]{1,2}|\b[A-Z]{2}\d{1,2}|\b[A-Z]{2}\d{2}(?: ?[A-Za-z0-9])* ?", 70),
             lambda value: value.replace(" ", "").upper(),
