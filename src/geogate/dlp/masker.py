@@ -87,10 +87,11 @@ class Masker:
         """Each finding's replacement, counted; or the refusal `on_detect: block` asks for."""
         if findings and self.block:
             raise DataBlocked(sorted({entity for _start, _end, entity in findings}))
-        entities = list(map(_entity, findings))
-        self.counts.update(entities)
+        counts = self.counts
+        for _start, _end, entity in findings:  # (Counter.update checks for a Mapping first)
+            counts[entity] += 1
         if self.style == "redact":  # the value does not matter: no slicing, one lookup
-            return list(map(_redacted, entities))
+            return [_redacted(entity) for _start, _end, entity in findings]
         return [self.replacement(entity, text[start:end]) for start, end, entity in findings]
 
 
@@ -119,7 +120,6 @@ def _render(
 
 
 _stop = itemgetter(1)
-_entity = itemgetter(2)
 
 
 @cache

@@ -93,13 +93,17 @@ def special() -> frozenset[str]:
 
 
 def normalize(text: str) -> Normalized:
-    if not text.isascii():
-        if not special().isdisjoint(_non_ascii(text)):
-            return _normalized(text)
-        text = text.encode("ascii", "replace").decode("ascii")  # nothing to read but OTHER
+    if text.isascii():
+        data = text.encode("ascii")
+    elif special().isdisjoint(_non_ascii(text)):
+        data = text.encode("ascii", "replace")  # nothing to read but OTHER
+        text = data.decode("ascii")
+    else:
+        return _normalized(text)
     if "\\" in text:
         text = _unescaped(text)
-    return Normalized(text, text.encode("ascii"), None, len(text))
+        data = text.encode("ascii")
+    return Normalized(text, data, None, len(text))
 
 
 def _non_ascii(text: str) -> str:
