@@ -667,7 +667,7 @@ BUILTIN: dict[str, Detector] = {
         ),
         Detector(
             "credit_card",
-            (r"\b\d(?:[ -]?\d){12,18}\b",),  # 13 to 19 digits
+            (r"\b[2-6]\d(?:[ -]?\d){11,17}\b",),  # 13 to 19 digits; issuers' first digits
             _card_spans,
             tail_run(r"\d -", r"\d", 40),
             _digits,
