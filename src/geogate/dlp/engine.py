@@ -119,12 +119,16 @@ class Engine:
 
     def find(self, text: str) -> list[Finding]:
         """Findings in `text`, sorted and non-overlapping, with offsets into `text`."""
+        return list(map(Finding._make, self.marks(text)))
+
+    def marks(self, text: str) -> list[tuple[int, int, str]]:
+        """What `find` returns, as plain (start, end, entity) tuples: the masker's hot path."""
         normalized = normalize(text)
         spans = self.spans(normalized)
         if normalized.origin is None:  # every character kept its place
-            return list(map(Finding._make, spans))
+            return spans
         return [
-            Finding(normalized.original(start), normalized.original_end(end), entity)
+            (normalized.original(start), normalized.original_end(end), entity)
             for start, end, entity in spans
         ]
 

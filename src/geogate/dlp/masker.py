@@ -60,8 +60,8 @@ class Masker:
         return self.apply([text])[0]
 
     def apply(self, texts: Sequence[str]) -> list[str]:
-        whole = "".join(texts)
-        findings = self.engine.find(whole) if whole else []
+        whole = texts[0] if len(texts) == 1 else "".join(texts)
+        findings = self.engine.marks(whole) if whole else []
         if not findings:
             return list(texts)
         return _split(whole, findings, self._replacements(whole, findings), texts)
