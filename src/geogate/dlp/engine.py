@@ -136,7 +136,7 @@ class Engine:
         """Chosen spans in normalised offsets, ignoring any that start before `after`."""
         candidates: list[tuple[int, int, int]] = []
         text = normalized.text
-        for (owner, start), end in self._regions(normalized.data).items():
+        for owner, start, end in self._regions(normalized.data):
             detector = self.detectors[owner]
             try:
                 for span_start, span_end in detector.spans(text, start, end):
@@ -160,53 +160,42 @@ class Engine:
         starts = [detector.tail(text) for detector in self.detectors]
         return min((start for start in starts if start is not None), default=len(text))
 
-    def _regions(self, data: bytes) -> dict[tuple[int, int], int]:
-        """The longest hyperscan match per (detector, start): validators look inside it."""
-        regions: dict[tuple[int, int], int] = {}
+    def _regions(self, data: bytes) -> list[tuple[int, int, int]]:
+        """(detector, start, end): the longest hyperscan match per detector and start, which
+        validators look inside. Overlapping regions of a detector that looks for spans
+        anywhere inside them are read as one: several of its patterns often find the same
+        number (`+1 415-555-0132` as international and as NANP), which would otherwise be
+        validated once per pattern."""
         if self._database is None or not data:
-            return regions
+            return []
         owner = self._owner
+        hits: list[tuple[int, int, int]] = []
 
         def on_match(pattern: int, start: int, end: int, _flags: int, _context: object) -> None:
-            key = (owner[pattern], start)
-            if regions.get(key, -1) < end:
-                regions[key] = end
+            hits.append((owner[pattern], start, end))
 
         scratch = getattr(self._scratch, "space", None)
         if scratch is None:  # hyperscan's scratch space serves one scan at a time: one per thread
             scratch = self._scratch.space = hyperscan.Scratch(self._database)
         self._database.scan(data, match_event_handler=on_match, scratch=scratch)
-        return _merged(regions, self._merging) if self._merging else regions
+        hits.sort()
+        regions: list[tuple[int, int, int]] = []
+        for hit in hits:
+            if regions:
+                detector, start, end = regions[-1]
+                if hit[0] == detector and (
+                    hit[1] == start or (hit[1] <= end and detector in self._merging)
+                ):
+                    regions[-1] = (detector, start, max(end, hit[2]))
+                    continue
+            regions.append(hit)
+        return regions
 
     def canonical(self, entity: str, value: str) -> str:
         for detector in self.detectors:
             if detector.entity == entity:
                 return detector.canonical(normalize(value).text)
         return value
-
-
-def _merged(
-    regions: dict[tuple[int, int], int], merging: frozenset[int]
-) -> dict[tuple[int, int], int]:
-    """Overlapping regions of a detector that looks inside its regions, read as one: several of
-    its patterns often find the same number (`+1 415-555-0132` as international and as NANP),
-    which would otherwise be validated once per pattern."""
-    out: dict[tuple[int, int], int] = {}
-    runs: dict[int, tuple[int, int]] = {}
-    for (owner, start), end in sorted(regions.items()):
-        if owner not in merging:
-            out[owner, start] = end
-            continue
-        run = runs.get(owner)
-        if run is not None and start <= run[1]:
-            runs[owner] = (run[0], max(run[1], end))
-            continue
-        if run is not None:
-            out[owner, run[0]] = run[1]
-        runs[owner] = (start, end)
-    for owner, (start, end) in runs.items():
-        out[owner, start] = end
-    return out
 
 
 _CustomKey = tuple[tuple[str, str | None, tuple[str, ...] | None], ...]
