@@ -15,6 +15,7 @@ from geogate.config import BUILTIN_ENTITIES, CustomEntity
 from geogate.dlp import DataBlocked, Engine, MaskingError, PatternError
 from geogate.dlp.detectors import (
     _NATIONAL_REGIONS,
+    _SECRET_TOKENS,
     BUILTIN,
     _known,
     _valid_for,
@@ -388,6 +389,28 @@ def test_phone_validity_agrees_with_libphonenumber() -> None:
         nanp = rng.choice("23456789") + "".join(rng.choices("0123456789", k=9))
         expected = phonenumbers.is_valid_number(phonenumbers.PhoneNumber(1, int(nanp)))
         assert _known(1, nanp) == expected, nanp
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "AKIAIOSFODNN7EXAMPLE",
+        "ghp_" + "a1B2" * 9,
+        "github_pat_" + "A1b2_" * 12,
+        "xoxb-1234567890-abcdefABCDEF",
+        "sk-proj-" + "aB3" * 10,
+        "sk-ant-api03-" + "xY9_" * 10,
+        "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
+        "AIza" + "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    ],
+)
+def test_one_secret_token_pattern_matches_a_token(token: str) -> None:
+    """The engine matches the token patterns as one alternation, which is only right while
+    no two of them can match at the same place (each begins with its own literal)."""
+    matching = [pattern for pattern in _SECRET_TOKENS if pattern.match(token)]
+    assert len(matching) == 1, matching
+    assert found(f"use {token} now") == [("secret", token)]
 
 
 def test_international_numbers_agree_with_libphonenumbers_parser() -> None:
