@@ -97,6 +97,8 @@ class Engine:
         self._database: hyperscan.Database | None = None
         self._scratch = threading.local()
         special()  # built now, at start, rather than by the first call with non-ASCII text
+        for detector in self.detectors:
+            detector.prepare()
         if expressions:
             self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             try:
