@@ -68,8 +68,13 @@ def tail_run(alphabet: str, first: str, longest: int) -> TailFinder:
     """A tail finder for spans made of `alphabet` that begin with a character of `first`."""
     run = re.compile(f"[{alphabet}]*")
     starts = re.compile(f"[{first}]")
+    members = frozenset(filter(re.compile(f"[{alphabet}]").fullmatch, map(chr, range(128))))
+    """The alphabet's characters (normalised text is ASCII), to answer at once when the text
+    does not end with one, as a stream's text mostly does not."""
 
     def tail(text: str) -> int | None:
+        if not text or text[-1] not in members:
+            return None
         window = text[-longest:]
         suffix = run.match(window[::-1]).end()  # type: ignore[union-attr]  # `*` always matches
         begin = starts.search(window, len(window) - suffix)
@@ -646,10 +651,11 @@ _TOKEN_TAIL = tail_run(_SECRET_CHARS, _SECRET_CHARS, 8200)
 
 def _secret_tail(text: str) -> int | None:
     """An open PEM block (however long), a partial header, or a token still being written."""
-    headers = list(_PEM_BEGIN_RE.finditer(text))
+    headers = list(_PEM_BEGIN_RE.finditer(text)) if "-----BEGIN " in text else []
     if headers and _PEM_END.search(text, headers[-1].end()) is None:
         return headers[-1].start()
-    partial = _PEM_BEGIN_AT_END.search(text, max(0, len(text) - 60))
+    cut = max(0, len(text) - 60)
+    partial = _PEM_BEGIN_AT_END.search(text, cut) if "-" in text[cut:] else None
     starts = (partial.start() if partial else None, _TOKEN_TAIL(text))
     return min((start for start in starts if start is not None), default=None)
 
