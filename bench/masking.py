@@ -31,7 +31,6 @@ checksum-validated entities. Writes bench/results/masking.json.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -381,11 +380,6 @@ def measure(size: int, prose_mb: float, reps: int, calls: int) -> dict[str, Any]
         return adapter.mask_request(body, "application/json", masker)
 
     masker.mask(corpus_docs[0])  # warm the engine's caches
-    # As a gateway worker does after start-up: what was built so far (texts, Faker, the
-    # corpus) stays out of the garbage collector's full passes, which would otherwise land
-    # in the timed loops and scan millions of objects the engine never touches.
-    gc.collect()
-    gc.freeze()
     speed = {
         f"{PROSE}, one text": throughput(masker.mask, [prose], reps),
         f"{PROSE}, 4 KB documents": throughput(masker.mask, prose_docs, reps),
