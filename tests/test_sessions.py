@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from geogate.cli import app
-from geogate.cli.sessions import LocalSessions, play, schedule
+from geogate.cli.sessions import LocalSessions, play, printable, schedule
 from geogate.demo import DemoSettings, create_demo_app
 from geogate.recording.calls import session_key
 from geogate.recording.sessions import RecordedCall, Session, conversation, reply_turn
@@ -125,7 +125,10 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
             ) as claude_stream:
                 claude_streamed = "".join(claude_stream.text_stream)
             _openai(gw, "llm", alice_key, "ansi-1").chat.completions.create(
-                model="demo", messages=[{"role": "user", "content": "look \x1b[2J\x1b]0;pwned\x07"}]
+                model="demo",
+                messages=[
+                    {"role": "user", "content": "look \x1b[2J\x1b]0;pwned\x07 a\u202egpj.exe"}
+                ],
             )
             between = datetime.now(UTC)
             _openai(gw, "other", bob_key, "ticket-7").chat.completions.create(
@@ -297,8 +300,8 @@ def test_replay_prints_the_masked_conversation(recorded: Recorded) -> None:
 def test_replay_escapes_control_characters(recorded: Recorded) -> None:
     result = cli(recorded, "replay", "ansi-1", "--speed", "0")
     assert result.exit_code == 0, result.output
-    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
-    assert "user: look \\x1b[2J\\x1b]0;pwned\\x07\n" in result.stdout
+    assert not any(char in result.stdout for char in "\x1b\x07\u202e")
+    assert "user: look \\x1b[2J\\x1b]0;pwned\\x07 a\\u202egpj.exe\n" in result.stdout
 
 
 def _streamed_chat(session: Session) -> tuple[RecordedCall, dict[str, Any]]:
@@ -496,3 +499,14 @@ def test_a_path_as_session_id_is_an_unknown_session(recorded: Recorded, session_
         status, body = _get(recorded, f"/api/v1/sessions/{session_id}{suffix}", recorded.root_key)
         assert status == 404, body
         assert body["error"]["code"] == "not_found", body
+
+
+def test_printable_shows_controls_and_bidi_overrides_as_escapes() -> None:
+    bidi = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    shown = printable(f"tab\there\nnew line \x00\x1b\x7f\x9b {bidi}")
+    assert shown == (
+        "tab\there\nnew line \\x00\\x1b\\x7f\\x9b "
+        "\\u061c\\u200e\\u200f\\u202a\\u202b\\u202c\\u202d\\u202e\\u2066\\u2067\\u2068\\u2069"
+    )
+    kept = "caf\u00e9, \u05e9\u05dc\u05d5\u05dd, \U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert printable(kept) == kept  # letters of any script, and emoji joiners, stay as they are

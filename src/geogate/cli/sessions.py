@@ -354,12 +354,20 @@ def _when(value: object) -> str:
 
 # --- replay -----------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Terminal controls, and the bidirectional marks and overrides that make a terminal show
+text in another order than it is written (`photo\\u202egpj.exe` shows as `photoexe.jpg`)."""
 
 
 def printable(text: str) -> str:
-    """`text` with control characters (all but newline and tab) written as `\\xNN`."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    """`text` with control characters (all but newline and tab) written as `\\xNN`, and
+    bidirectional controls as `\\uNNNN`: recorded text is anyone's, and must show as it is."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def schedule(turn: Turn, speed: float) -> list[tuple[float, str]]:
