@@ -79,7 +79,8 @@ class CallMasking:
         total: Counter[str] = Counter()
         for masker in (self.request, self.response_masker):
             if masker is not None:
-                total += masker.counts
+                for entity, count in masker.counts.items():  # (`+=` copies and filters twice)
+                    total[entity] += count
         return total
 
     def header(self) -> str | None:
