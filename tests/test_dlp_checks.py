@@ -1,4 +1,5 @@
-"""The engine's own check digits and issuing rules agree with python-stdnum's, value by value."""
+"""The engine's own check digits, issuing rules and IPv4 shape agree with python-stdnum and
+`ipaddress`, value by value."""
 
 from __future__ import annotations
 
