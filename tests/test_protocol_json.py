@@ -61,7 +61,8 @@ def render(document: Any, rng: random.Random, duplicate: bool) -> str:
     if rng.random() < 0.5:
         text = text.replace(":", "\\u003a") if '"' not in text else _escape_some_colons(text, rng)
     if duplicate:
-        objects = [i for i, char in enumerate(text) if char == "{" and _outside_strings(text, i)]
+        inside = _inside_strings(text)
+        objects = [i for i, char in enumerate(text) if char == "{" and not inside[i]]
         if not objects:
             return text
         where = rng.choice(objects) + 1
@@ -71,35 +72,28 @@ def render(document: Any, rng: random.Random, duplicate: bool) -> str:
     return text
 
 
-def _outside_strings(text: str, index: int) -> bool:
-    inside = False
-    escaped = False
-    for char in text[:index]:
+def _inside_strings(text: str) -> list[bool]:
+    """For each character of JSON text, whether it stands inside a string."""
+    flags: list[bool] = []
+    inside = escaped = False
+    for char in text:
+        flags.append(inside)
         if escaped:
             escaped = False
         elif char == "\\":
             escaped = True
         elif char == '"':
             inside = not inside
-    return not inside
+    return flags
 
 
 def _escape_some_colons(text: str, rng: random.Random) -> str:
     """Colons inside strings written as `\\u003a`, some of them."""
-    out: list[str] = []
-    inside = escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            inside = not inside
-        elif char == ":" and inside and rng.random() < 0.5:
-            out.append("\\u003a")
-            continue
-        out.append(char)
-    return "".join(out)
+    inside = _inside_strings(text)
+    return "".join(
+        "\\u003a" if char == ":" and inside[index] and rng.random() < 0.5 else char
+        for index, char in enumerate(text)
+    )
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
