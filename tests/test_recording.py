@@ -802,9 +802,22 @@ def test_kill_9_under_load_loses_no_record_of_a_forwarded_call(
     up.start()
     key = create_key(state)
     load = Load(up.base_url, key, threads=8)
-    deadline = time.monotonic() + 20
-    while len(app.markers) < 20:
-        assert time.monotonic() < deadline, "the load did not get going"
+    deadline = time.monotonic() + 30
+
+    def recorded_logs() -> list[str]:
+        """The workers' logs that hold a record; a worker still starting has none yet."""
+        folder = rec / "logs"
+        if not folder.is_dir():
+            return []
+        return sorted(
+            log.name for log in folder.iterdir() if any(p.stat().st_size for p in log.iterdir())
+        )
+
+    while len(app.markers) < 20 or len(recorded_logs()) < up.workers:
+        # `/readyz` answers once one worker is up; the kill must find every worker recording
+        assert time.monotonic() < deadline, (
+            f"the load did not reach every worker: {recorded_logs()}"
+        )
         time.sleep(0.01)
     time.sleep(0.5)
     up.kill()
