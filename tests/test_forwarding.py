@@ -8,7 +8,7 @@ import json
 import httpx2
 import pytest
 
-from geogate.gateway.observe import BatchedLines
+from geogate.gateway.observe import BatchedLines, CallLog
 from tests.gateways import Gateway
 from tests.upstreams import EndlessStream
 
@@ -115,3 +115,15 @@ def test_batched_access_log_writes_every_line_in_order() -> None:
     log("last")
     log.flush()
     assert stream.getvalue().splitlines() == [f'{{"n":{i}}}' for i in range(1000)] + ["last"]
+
+
+@pytest.mark.parametrize(
+    "subject", ["alice@example.com", "zoë@example.com", "a\u2028b@example.com", 'x"\n{"forged":1}']
+)
+def test_an_access_log_line_is_one_line_of_json_whatever_the_subject(subject: str) -> None:
+    lines: list[str] = []
+    CallLog("req_1", "req_1", "POST", "llm", subject, masked={"email": 1}).emit(True, lines.append)
+    assert len(lines) == 1 and lines[0].isascii()
+    assert lines[0].splitlines() == lines  # U+2028 would split it for str.splitlines
+    assert json.loads(lines[0]) | {"subject": subject} == json.loads(lines[0])
+    assert json.loads(lines[0])["masked"] == {"email": 1}

@@ -269,6 +269,49 @@ async def test_group_commit_flushes_concurrent_calls_together(tmp_path: Path, sy
     assert report.logs[0].signed == 200
 
 
+@pytest.mark.parametrize("sync", ["0s", "10ms", "60s"])
+async def test_a_reply_goes_with_the_next_call_or_the_next_flush(tmp_path: Path, sync: str) -> None:
+    """Nobody waits for a reply record: flushed on a timer, it rides with the next call's
+    record (one append for both) or is written by the timer before its flush; with
+    `sync: 0s` it is written at once."""
+    recorder = await Recorder.start(settings(tmp_path, sync=sync), None)
+    appends: list[list[str]] = []
+    real_append = recorder.storage.append
+
+    async def counted(path: str, data: bytes) -> None:
+        appends.append([json.loads(line)["kind"] for line in data.splitlines()])
+        await real_append(path, data)
+
+    async def replied(n: int) -> None:
+        """The reply, then the trips through the event loop of sending it to the caller."""
+        recorder.append(reply(n))
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    recorder.storage.append = counted  # type: ignore[method-assign]
+    await recorder.write_ahead(call(1))
+    await replied(1)
+    await recorder.write_ahead(call(2))
+    await replied(2)
+    if sync == "0s":
+        assert appends == [["call"], ["reply"], ["call"], ["reply"]]
+    elif sync == "60s":  # no flush comes: only the next call or closing writes a reply
+        assert appends == [["call"], ["reply", "call"]]
+        await asyncio.sleep(0.05)
+        assert appends == [["call"], ["reply", "call"]]
+    else:
+        deadline = time.monotonic() + 5
+        while appends[-1] != ["reply"]:  # the last reply, with no call after it
+            assert time.monotonic() < deadline, f"the flush did not write the reply: {appends}"
+            await asyncio.sleep(0.001)
+    await recorder.close()
+    log = Log(tmp_path, recorder.log)
+    kinds = [(json.loads(line)["kind"], json.loads(line)["request_id"]) for line in log.lines()]
+    assert kinds == [("call", "req-1"), ("reply", "req-1"), ("call", "req-2"), ("reply", "req-2")]
+    report = await checked(tmp_path)
+    assert report.ok, report.to_json()
+
+
 async def test_a_restarted_recorder_continues_the_positions_and_the_chain(tmp_path: Path) -> None:
     first = await Recorder.start(settings(tmp_path), None)
     assert await record(first, range(5)) == [0, 2, 4, 6, 8]

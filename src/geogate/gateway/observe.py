@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TextIO
 
+import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -73,8 +74,12 @@ class CallLog:
         if self.decision == "allow":
             ADDED_LATENCY.observe(self.added_ms / 1000)
         if sink is not None:
-            line = {name: getattr(self, name) for name in _FIELDS}
-            sink(json.dumps(line, separators=(",", ":")))
+            line = orjson.dumps(self).decode()
+            if not line.isascii():  # as the standard library writes it: a line stays a line
+                line = json.dumps(
+                    {name: getattr(self, name) for name in _FIELDS}, separators=(",", ":")
+                )
+            sink(line)
 
 
 _FIELDS = tuple(field.name for field in fields(CallLog))
