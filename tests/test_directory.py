@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from sqlalchemy import update
 
 from geogate.identity import AuthError, DirectoryWatch
-from geogate.store import Store, journal, open_store
+from geogate.store import DirectorySnapshot, Store, journal, open_store
 from geogate.store.models import User
 
 ALICE = "alice@example.eu"
@@ -54,6 +55,44 @@ async def test_the_very_next_check_sees_another_processes_deactivation(
         await directory.close()
 
 
+async def test_a_load_begun_before_a_deactivation_is_not_trusted_after_it(
+    store: Store, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that sees the marker move must not share a load that read the store before the
+    change: the deactivated user would pass on an old copy."""
+    directory = DirectoryWatch(store, poll_every=3600)
+    await directory.start()
+    await store.create_key("bob@example.eu", groups=[], expires_in=3600)
+    real_load = store.load_directory
+    read, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_first_load() -> DirectorySnapshot:
+        snapshot = await real_load()
+        if not read.is_set():  # the first load has read the store; it returns only later
+            read.set()
+            await release.wait()
+        return snapshot
+
+    monkeypatch.setattr(store, "load_directory", slow_first_load)
+    try:
+        async with await open_store(state_url) as cli:
+            await cli.set_user_active("bob@example.eu", False)  # moves the marker
+            earlier = asyncio.create_task(directory.check(ALICE))  # begins the slow load
+            await read.wait()
+            await cli.set_user_active(ALICE, False)
+        later = asyncio.create_task(directory.check(ALICE))
+        await asyncio.sleep(0.05)
+        release.set()
+        # it began before the deactivation: the old copy or the new one may answer it
+        await asyncio.gather(earlier, return_exceptions=True)
+        with pytest.raises(AuthError) as caught:
+            await later
+        assert caught.value.code == "identity_disabled"
+    finally:
+        release.set()
+        await directory.close()
+
+
 async def test_a_writer_that_died_before_announcing_is_caught_by_the_poll(store: Store) -> None:
     directory = DirectoryWatch(store, poll_every=0.05)
     await directory.start()
@@ -61,15 +100,15 @@ async def test_a_writer_that_died_before_announcing_is_caught_by_the_poll(store:
         async with store._writer.begin() as conn:  # a commit whose marker write never came
             await conn.execute(update(User).where(User.name == ALICE).values(active=False))
             await journal.bump(conn)
-        for _ in range(100):
+        deadline = time.monotonic() + 15
+        while True:
             try:
                 await directory.check(ALICE)
             except AuthError as exc:
                 assert exc.code == "identity_disabled"
                 break
+            assert time.monotonic() < deadline, "the poll never saw the change"
             await asyncio.sleep(0.02)
-        else:
-            pytest.fail("the poll never saw the change")
     finally:
         await directory.close()
 

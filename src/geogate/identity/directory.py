@@ -35,7 +35,8 @@ class DirectoryWatch:
         self._poll_every = poll_every
         self._snapshot = DirectorySnapshot(revision=-1, inactive=frozenset(), groups={})
         self._marker = b""
-        self._loading: asyncio.Task[DirectorySnapshot] | None = None
+        self._loading: tuple[bytes, asyncio.Task[DirectorySnapshot]] | None = None
+        """The load in flight, and the marker it was started after."""
         self._task: asyncio.Task[None] | None = None
         self._seen: set[str] = set()
         self._unseen: set[str] = set()
@@ -59,7 +60,7 @@ class DirectoryWatch:
             marker = self._store.directory_marker()
             if marker != self._marker:
                 self._marker = marker  # before loading: a change during the load moves it again
-                await self._reload()
+                await self._reload(marker)
         except Exception as exc:
             log.warning("could not read the user directory: %s", exc)
             raise AuthError(
@@ -85,11 +86,14 @@ class DirectoryWatch:
             self._seen.add(user)
             self._unseen.add(user)
 
-    async def _reload(self) -> None:
-        """Load the new directory; concurrent callers share one load."""
-        if self._loading is None or self._loading.done():
-            self._loading = asyncio.create_task(self._store.load_directory())
-        snapshot = await asyncio.shield(self._loading)
+    async def _reload(self, marker: bytes) -> None:
+        """Load the directory as it stands once `marker` was seen; concurrent callers share
+        one load. A load begun before the marker moved may have read the store before the
+        change, so it is not shared with a caller who saw the move: that caller starts its own.
+        """
+        if self._loading is None or self._loading[0] != marker or self._loading[1].done():
+            self._loading = (marker, asyncio.create_task(self._store.load_directory()))
+        snapshot = await asyncio.shield(self._loading[1])
         if snapshot.revision > self._snapshot.revision:
             self._snapshot = snapshot
 
@@ -97,8 +101,9 @@ class DirectoryWatch:
         while True:
             await asyncio.sleep(self._poll_every)
             try:
+                marker = self._store.directory_marker()  # read first: the load comes after it
                 if await self._store.directory_revision() != self._snapshot.revision:
-                    await self._reload()
+                    await self._reload(marker)
             except Exception as exc:  # the next round retries; calls still see the marker
                 log.warning("could not poll the user directory: %s", exc)
             await self._record_seen()
