@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -56,7 +57,7 @@ connections:
   reset: {{type: openai, url: "{reset}/v1", region: onprem:test-eu}}
   whoami: {{type: http, url: "{whoami}/base", region: onprem:test-eu}}
   endless: {{type: http, url: "{endless}", region: onprem:test-eu}}
-  quick-answer: {{type: http, url: "{whoami}", region: onprem:test-eu, timeout: {{first_byte: 500ms}}}}
+  quick-answer: {{type: http, url: "{whoami}", region: onprem:test-eu, timeout: {{first_byte: 2s}}}}
   bad-ca: {{type: http, url: "{whoami}", region: onprem:test-eu, tls: {{ca_file: /nonexistent/ca.pem}}}}
   refused: {{type: openai, url: "{refused}/v1", region: onprem:test-eu, timeout: {{connect: 1s}}}}
 policies:
@@ -132,8 +133,11 @@ def gateway(
                 "stall": stall_mid_stream,
             }.items()
         }
-        with run_tcp(hang) as closed:
-            pass  # a port that nothing listens on any more
+        # a port bound but never listening: connections are refused, and no other server
+        # started during the session can take it
+        blocker = stack.enter_context(socket.socket())
+        blocker.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{blocker.getsockname()[1]}"
         urls["gated"] = stack.enter_context(run_asgi(gated))
         urls["gated_claude"] = stack.enter_context(run_asgi(gated_claude))
         urls["whoami"] = stack.enter_context(run_asgi(whoami))

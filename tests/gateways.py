@@ -107,38 +107,40 @@ class UpProcess:
     output: str = ""
 
 
+ADDRESS_IN_USE = "address already in use"
+"""What uvicorn prints when another process took the port between `free_port` and its bind."""
+
+
 @contextmanager
 def geogate_up(folder: Path, workers: int = 2) -> Iterator[UpProcess]:
-    """Run `geogate up --workers N` in `folder` (with its geogate.yaml) until the block ends."""
-    up = UpProcess(f"http://127.0.0.1:{free_port()}")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "geogate",
-            "up",
-            "--listen",
-            up.base_url[7:],
-            "--workers",
-            str(workers),
-        ],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    """Run `geogate up --workers N` in `folder` (with its geogate.yaml) until the block ends.
+
+    A port chosen in advance can be taken by another process (a parallel test's server, or a
+    client connection's own port) before the gateway binds it; it then starts on another."""
+    for attempt in range(3):
+        up = UpProcess(f"http://127.0.0.1:{free_port()}")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "geogate",
+                "up",
+                "--listen",
+                up.base_url[7:],
+                "--workers",
+                str(workers),
+            ],
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        if _ready(process, up.base_url):
+            break
+        output = process.communicate()[0]
+        assert ADDRESS_IN_USE in output.lower() and attempt < 2, output
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx2.get(up.base_url + "/readyz").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
         yield up
     finally:
         process.send_signal(signal.SIGINT)
@@ -147,6 +149,22 @@ def geogate_up(folder: Path, workers: int = 2) -> Iterator[UpProcess]:
         except subprocess.TimeoutExpired:
             process.kill()
             up.output = process.communicate()[0]
+
+
+def _ready(process: subprocess.Popen[str], base_url: str) -> bool:
+    """Wait until `/readyz` answers; False once the process has ended."""
+    deadline = time.monotonic() + 60
+    while process.poll() is None:
+        try:
+            if httpx2.get(base_url + "/readyz").status_code == 200:
+                return True
+        except httpx2.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"gateway did not become ready: {process.communicate()[0]}")
+        time.sleep(0.1)
+    return False
 
 
 @contextmanager

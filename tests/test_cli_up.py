@@ -94,14 +94,15 @@ def test_up_serves_with_workers_and_deactivation_reaches_all(running: str, tmp_p
         assert time.monotonic() < deadline, "a worker still refuses the reactivated user"
         time.sleep(0.2)
 
-    metrics = httpx2.get(running + "/metrics").text
-    counted = sum(
-        float(value)
-        for value in re.findall(
-            r'^geogate_requests_total\{connection="llm".*\} (\S+)$', metrics, re.M
-        )
-    )
-    assert counted >= 26  # every call, whichever worker served it
+    def counted() -> float:
+        metrics = httpx2.get(running + "/metrics").text
+        pattern = r'^geogate_requests_total\{connection="llm".*\} (\S+)$'
+        return sum(float(value) for value in re.findall(pattern, metrics, re.M))
+
+    deadline = time.monotonic() + 10
+    while counted() < 26:  # every call, whichever worker served it (each counts once it answered)
+        assert time.monotonic() < deadline, counted()
+        time.sleep(0.1)
 
 
 def test_up_refuses_a_broken_policy(tmp_path: Path) -> None:
