@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx2
 import openai
 import pytest
 
+from geogate.reviews import gate
 from tests.conftest import UPSTREAM_KEY
 from tests.gateways import Gateway, run_gateway
 from tests.recordings import records
@@ -54,7 +56,7 @@ policies:
   - name: grant
     subjects: {{groups: [contractors]}}
     connections: [granted]
-    review: {{approvers: {{groups: [security]}}, mode: ask, grant: 3s}}
+    review: {{approvers: {{groups: [security]}}, mode: ask, grant: 1m}}
   - name: brief
     subjects: {{groups: [contractors]}}
     connections: [brief]
@@ -269,7 +271,9 @@ def test_ask_denied_answers_approval_denied(team: Team) -> None:
     assert error["code"] == "approval_denied" and "no bulk exports" in error["message"]
 
 
-def test_grant_window_lets_the_caller_use_the_connection_until_it_ends(team: Team) -> None:
+def test_grant_window_lets_the_caller_use_the_connection_until_it_ends(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = team.client("granted")
     with pytest.raises(openai.PermissionDeniedError) as caught:
         chat(client, "first question")
@@ -283,11 +287,19 @@ def test_grant_window_lets_the_caller_use_the_connection_until_it_ends(team: Tea
         chat(other, "may I too?")
     assert error_of(someone_else.value)["code"] == "approval_required"
 
-    time.sleep(3.2)  # the grant window is 3 s
-    with pytest.raises(openai.PermissionDeniedError) as ended:
+    decided = datetime.fromisoformat(approved.json()["decided_at"])
+    grant_until = datetime.fromisoformat(approved.json()["grant_until"])
+    assert grant_until == decided + timedelta(minutes=1)  # the policy's window
+    # The gateway runs in this process: move its review gate's clock instead of waiting.
+    with monkeypatch.context() as later:
+        later.setattr(gate, "_now", lambda: grant_until - timedelta(seconds=1))
+        assert chat(client, "just in time") == "You said: just in time"
+    with monkeypatch.context() as later, pytest.raises(openai.PermissionDeniedError) as ended:
+        later.setattr(gate, "_now", lambda: grant_until + timedelta(seconds=1))
         chat(client, "one more")
     assert error_of(ended.value)["code"] == "approval_required"
-    assert _review_steps(team, review_id).count("review.used") == 2
+    assert gate._now() < grant_until  # the gate is on real time again for the next tests
+    assert _review_steps(team, review_id).count("review.used") == 3
 
 
 def test_min_approvals_needs_two_people(team: Team) -> None:
