@@ -85,6 +85,7 @@ connections:
   gzipped: {{type: openai, url: "{gzipped}", region: onprem:test-eu}}
   claude-reply: {{type: anthropic, url: "{demo}", region: onprem:test-eu, credentials: {{header: {{x-api-key: demo}}}}}}
   small: {{type: openai, url: "{demo}/v1", region: onprem:test-eu, max_body: 300B, credentials: {{bearer: demo}}}}
+  burst: {{type: openai, url: "{burst}", region: onprem:test-eu}}
 policies:
   - name: redact
     subjects: {{groups: [support]}}
@@ -101,7 +102,7 @@ policies:
     mask: {{request: [customer-pii], response: [us_ssn], style: tokenize}}
   - name: reply
     subjects: {{groups: [support]}}
-    connections: [reply, broken, gzipped, small, claude-reply]
+    connections: [reply, broken, gzipped, small, claude-reply, burst]
     mask: {{response: [us_ssn, credit_card]}}
 """
 
@@ -130,6 +131,33 @@ async def compressing(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": page})
 
 
+BURST_TEXTS = ["", "Your SSN ", "is 123-4", "5-6789, noted.", ""]
+
+
+async def burst(scope: Scope, receive: Receive, send: Send) -> None:
+    """A streamed reply whose events all go out in one write, as they reach a gateway that
+    reads after a model has finished."""
+    if scope["type"] != "http":
+        return
+    events = b"".join(
+        b"data: "
+        + json.dumps(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "demo",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+            }
+        ).encode()
+        + b"\n\n"
+        for text in BURST_TEXTS
+    )
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": events + b"data: [DONE]\n\n"})
+
+
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[Recorder]:
     recorder = Recorder(create_demo_app(DemoSettings(api_key="demo", chunk_delay=0.0)))
@@ -143,8 +171,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Ite
         run_asgi(recorder) as demo,
         run_asgi(bad_gateway) as broken,
         run_asgi(compressing) as gzipped,
+        run_asgi(burst) as bursting,
     ):
-        policy = POLICY.format(folder=folder, demo=demo, broken=broken, gzipped=gzipped)
+        policy = POLICY.format(
+            folder=folder, demo=demo, broken=broken, gzipped=gzipped, burst=bursting
+        )
         with run_gateway(folder, policy) as gateway:
             yield gateway
 
@@ -379,6 +410,28 @@ def test_a_bug_in_stream_masking_ends_the_stream_with_an_error_event(
     with pytest.raises(openai.APIError, match="Masking failed"):
         text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
         assert SSN not in text
+
+
+def test_the_first_event_of_a_burst_is_masked_and_sent_before_the_rest(
+    gateway: Gateway, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply that reaches the gateway as one burst of events: the first event is masked on
+    its own, so the caller's first byte does not wait for the whole burst to be masked."""
+    fed: list[bytes] = []
+    real_feed = SseRewriter.feed
+
+    def spied(self: SseRewriter, chunk: bytes) -> bytes:
+        fed.append(chunk)
+        return real_feed(self, chunk)
+
+    monkeypatch.setattr(SseRewriter, "feed", spied)
+    stream = oai(gateway, "burst", key).chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == "Your SSN is [US_SSN], noted."  # split across events, masked all the same
+    assert fed[0].count(b"\n\n") == 1 and fed[0].endswith(b"\n\n")
+    assert len(fed) >= 2 and b"".join(fed).count(b"\n\n") == len(BURST_TEXTS) + 1
 
 
 def test_quickstart_masks_the_readme_example(tmp_path: Path) -> None:

@@ -644,6 +644,22 @@ def _recorded_stream(
     return None if transform is None else adapter.response_stream(content_type, transform)
 
 
+async def _first_event_apart(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The stream with its first event on its own. A reply often reaches the gateway as one
+    burst of events (all of them are in the socket by the time it reads); masking the first
+    apart sends it on without waiting for the rest to be masked. The masked output is the
+    same however the stream is cut."""
+    first = True
+    async for chunk in chunks:
+        if first:
+            first = False
+            end = chunk.find(b"\n\n") + 2
+            if 1 < end < len(chunk):
+                yield chunk[:end]
+                chunk = chunk[end:]
+        yield chunk
+
+
 async def _pump(
     upstream: UpstreamResponse,
     log: CallLog,
@@ -661,8 +677,9 @@ async def _pump(
     (`tokenize`), `recorder` gives the tape the reply as masked instead."""
     at_event_boundary = True
     separate = tape is not None and recorder is not None
+    chunks = _first_event_apart(upstream.body()) if rewriter and is_sse else upstream.body()
     try:
-        async for chunk in upstream.body():
+        async for chunk in chunks:
             log.bytes_out += len(chunk)
             if separate:
                 assert tape is not None and recorder is not None
