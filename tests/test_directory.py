@@ -93,6 +93,69 @@ async def test_a_load_begun_before_a_deactivation_is_not_trusted_after_it(
         await directory.close()
 
 
+async def test_a_call_during_the_load_that_follows_a_deactivation_waits_for_it(
+    store: Store, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second call of the deactivated user, while the first one's load is still running,
+    must not pass on the old copy."""
+    directory = DirectoryWatch(store, poll_every=3600)
+    await directory.start()
+    real_load = store.load_directory
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held_load() -> DirectorySnapshot:
+        started.set()
+        await release.wait()
+        return await real_load()
+
+    monkeypatch.setattr(store, "load_directory", held_load)
+    try:
+        async with await open_store(state_url) as cli:
+            await cli.set_user_active(ALICE, False)
+        first = asyncio.create_task(directory.check(ALICE))
+        await started.wait()
+        second = asyncio.create_task(directory.check(ALICE))
+        await asyncio.sleep(0.05)
+        assert not second.done()  # it waits for the load instead of answering from the old copy
+        release.set()
+        for call in (first, second):
+            with pytest.raises(AuthError) as caught:
+                await call
+            assert caught.value.code == "identity_disabled"
+    finally:
+        release.set()
+        await directory.close()
+
+
+async def test_a_failed_load_is_tried_again_by_the_next_call(
+    store: Store, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a deactivation, a load that fails refuses its call, and the next call loads
+    again instead of trusting the copy from before the change."""
+    directory = DirectoryWatch(store, poll_every=3600)
+    await directory.start()
+    real_load = store.load_directory
+    failures = [OSError("database is locked")]
+
+    async def flaky_load() -> DirectorySnapshot:
+        if failures:
+            raise failures.pop()
+        return await real_load()
+
+    monkeypatch.setattr(store, "load_directory", flaky_load)
+    try:
+        async with await open_store(state_url) as cli:
+            await cli.set_user_active(ALICE, False)
+        with pytest.raises(AuthError) as unavailable:
+            await directory.check(ALICE)
+        assert unavailable.value.code == "identity_unavailable"
+        with pytest.raises(AuthError) as disabled:
+            await directory.check(ALICE)
+        assert disabled.value.code == "identity_disabled"
+    finally:
+        await directory.close()
+
+
 async def test_a_writer_that_died_before_announcing_is_caught_by_the_poll(store: Store) -> None:
     directory = DirectoryWatch(store, poll_every=0.05)
     await directory.start()

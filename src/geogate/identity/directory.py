@@ -59,8 +59,11 @@ class DirectoryWatch:
         try:
             marker = self._store.directory_marker()
             if marker != self._marker:
-                self._marker = marker  # before loading: a change during the load moves it again
+                # Taken as seen only once loaded: until then every call waits for the load, and
+                # a load that fails is tried again by the next call. A change during the load
+                # moves the marker past this one again.
                 await self._reload(marker)
+                self._marker = marker
         except Exception as exc:
             log.warning("could not read the user directory: %s", exc)
             raise AuthError(
