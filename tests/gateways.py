@@ -136,8 +136,12 @@ def geogate_up(folder: Path, workers: int = 2) -> Iterator[UpProcess]:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        if _ready(process, up.base_url):
-            break
+        try:
+            if until_ready(process, up.base_url):
+                break
+        except AssertionError:
+            process.kill()
+            raise
         output = process.communicate()[0]
         assert ADDRESS_IN_USE in output.lower() and attempt < 2, output
     try:
@@ -151,8 +155,8 @@ def geogate_up(folder: Path, workers: int = 2) -> Iterator[UpProcess]:
             up.output = process.communicate()[0]
 
 
-def _ready(process: subprocess.Popen[str], base_url: str) -> bool:
-    """Wait until `/readyz` answers; False once the process has ended."""
+def until_ready(process: subprocess.Popen[Any], base_url: str) -> bool:
+    """Wait until the gateway's `/readyz` answers (True) or its process has ended (False)."""
     deadline = time.monotonic() + 60
     while process.poll() is None:
         try:
@@ -160,10 +164,8 @@ def _ready(process: subprocess.Popen[str], base_url: str) -> bool:
                 return True
         except httpx2.TransportError:
             pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"gateway did not become ready: {process.communicate()[0]}")
-        time.sleep(0.1)
+        assert time.monotonic() < deadline, "gateway did not become ready"
+        time.sleep(0.05)
     return False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import update
@@ -18,6 +19,21 @@ ALICE = "alice@example.eu"
 @pytest.fixture(autouse=True)
 async def alice(store: Store) -> None:
     await store.create_key(ALICE, groups=[], expires_in=3600)
+
+
+@pytest.fixture
+async def directory(store: Store) -> AsyncIterator[DirectoryWatch]:
+    """A worker's directory that only the marker moves (its poll waits an hour)."""
+    directory = DirectoryWatch(store, poll_every=3600)
+    await directory.start()
+    yield directory
+    await directory.close()
+
+
+async def deactivate(state_url: str, user: str) -> None:
+    """Deactivate `user` from another process, as `geogate users deactivate` does."""
+    async with await open_store(state_url) as cli:
+        await cli.set_user_active(user, False)
 
 
 async def test_directory_changes_move_the_marker_and_nothing_else_does(
@@ -40,28 +56,20 @@ async def test_directory_changes_move_the_marker_and_nothing_else_does(
 
 
 async def test_the_very_next_check_sees_another_processes_deactivation(
-    store: Store, state_url: str
+    directory: DirectoryWatch, state_url: str
 ) -> None:
-    directory = DirectoryWatch(store, poll_every=3600)  # the marker alone must do it
-    await directory.start()
-    try:
-        await directory.check(ALICE)
-        async with await open_store(state_url) as cli:
-            await cli.set_user_active(ALICE, False)
-        with pytest.raises(AuthError) as caught:
-            await directory.check(ALICE.upper())
-        assert (caught.value.code, caught.value.user) == ("identity_disabled", ALICE.upper())
-    finally:
-        await directory.close()
+    await directory.check(ALICE)
+    await deactivate(state_url, ALICE)  # the marker alone must do it
+    with pytest.raises(AuthError) as caught:
+        await directory.check(ALICE.upper())
+    assert (caught.value.code, caught.value.user) == ("identity_disabled", ALICE.upper())
 
 
 async def test_a_load_begun_before_a_deactivation_is_not_trusted_after_it(
-    store: Store, state_url: str, monkeypatch: pytest.MonkeyPatch
+    directory: DirectoryWatch, store: Store, state_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A call that sees the marker move must not share a load that read the store before the
     change: the deactivated user would pass on an old copy."""
-    directory = DirectoryWatch(store, poll_every=3600)
-    await directory.start()
     await store.create_key("bob@example.eu", groups=[], expires_in=3600)
     real_load = store.load_directory
     read, release = asyncio.Event(), asyncio.Event()
@@ -90,16 +98,13 @@ async def test_a_load_begun_before_a_deactivation_is_not_trusted_after_it(
         assert caught.value.code == "identity_disabled"
     finally:
         release.set()
-        await directory.close()
 
 
 async def test_a_call_during_the_load_that_follows_a_deactivation_waits_for_it(
-    store: Store, state_url: str, monkeypatch: pytest.MonkeyPatch
+    directory: DirectoryWatch, store: Store, state_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second call of the deactivated user, while the first one's load is still running,
     must not pass on the old copy."""
-    directory = DirectoryWatch(store, poll_every=3600)
-    await directory.start()
     real_load = store.load_directory
     started, release = asyncio.Event(), asyncio.Event()
 
@@ -109,9 +114,8 @@ async def test_a_call_during_the_load_that_follows_a_deactivation_waits_for_it(
         return await real_load()
 
     monkeypatch.setattr(store, "load_directory", held_load)
+    await deactivate(state_url, ALICE)
     try:
-        async with await open_store(state_url) as cli:
-            await cli.set_user_active(ALICE, False)
         first = asyncio.create_task(directory.check(ALICE))
         await started.wait()
         second = asyncio.create_task(directory.check(ALICE))
@@ -124,16 +128,13 @@ async def test_a_call_during_the_load_that_follows_a_deactivation_waits_for_it(
             assert caught.value.code == "identity_disabled"
     finally:
         release.set()
-        await directory.close()
 
 
 async def test_a_failed_load_is_tried_again_by_the_next_call(
-    store: Store, state_url: str, monkeypatch: pytest.MonkeyPatch
+    directory: DirectoryWatch, store: Store, state_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After a deactivation, a load that fails refuses its call, and the next call loads
     again instead of trusting the copy from before the change."""
-    directory = DirectoryWatch(store, poll_every=3600)
-    await directory.start()
     real_load = store.load_directory
     failures = [OSError("database is locked")]
 
@@ -143,17 +144,13 @@ async def test_a_failed_load_is_tried_again_by_the_next_call(
         return await real_load()
 
     monkeypatch.setattr(store, "load_directory", flaky_load)
-    try:
-        async with await open_store(state_url) as cli:
-            await cli.set_user_active(ALICE, False)
-        with pytest.raises(AuthError) as unavailable:
-            await directory.check(ALICE)
-        assert unavailable.value.code == "identity_unavailable"
-        with pytest.raises(AuthError) as disabled:
-            await directory.check(ALICE)
-        assert disabled.value.code == "identity_disabled"
-    finally:
-        await directory.close()
+    await deactivate(state_url, ALICE)
+    with pytest.raises(AuthError) as unavailable:
+        await directory.check(ALICE)
+    assert unavailable.value.code == "identity_unavailable"
+    with pytest.raises(AuthError) as disabled:
+        await directory.check(ALICE)
+    assert disabled.value.code == "identity_disabled"
 
 
 async def test_a_writer_that_died_before_announcing_is_caught_by_the_poll(store: Store) -> None:
@@ -177,18 +174,12 @@ async def test_a_writer_that_died_before_announcing_is_caught_by_the_poll(store:
 
 
 async def test_an_unreadable_directory_fails_closed(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    directory: DirectoryWatch, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = DirectoryWatch(store, poll_every=3600)
-    await directory.start()
-    try:
+    def broken() -> bytes:
+        raise OSError("state folder gone")
 
-        def broken() -> bytes:
-            raise OSError("state folder gone")
-
-        monkeypatch.setattr(store, "directory_marker", broken)
-        with pytest.raises(AuthError) as caught:
-            await directory.check(ALICE)
-        assert caught.value.code == "identity_unavailable"
-    finally:
-        await directory.close()
+    monkeypatch.setattr(store, "directory_marker", broken)
+    with pytest.raises(AuthError) as caught:
+        await directory.check(ALICE)
+    assert caught.value.code == "identity_unavailable"

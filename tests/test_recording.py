@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 from starlette.types import Message, Receive, Scope, Send
@@ -41,7 +40,7 @@ from geogate.recording.merkle import Tree, leaf_hash
 from geogate.recording.storage import LocalStorage
 from geogate.recording.verify import Report, verify
 from geogate.store import open_store
-from tests.gateways import ADDRESS_IN_USE
+from tests.gateways import ADDRESS_IN_USE, until_ready
 from tests.servers import free_port, run_asgi
 
 CALLS = 15
@@ -734,15 +733,8 @@ class Up:
                 start_new_session=True,  # its own process group: SIGKILL reaches every worker
             )
             output.close()
-            deadline = time.monotonic() + 60
-            while self.process.poll() is None:
-                try:
-                    if httpx2.get(self.base_url + "/readyz").status_code == 200:
-                        return
-                except httpx2.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "gateway did not become ready"
-                time.sleep(0.05)
+            if until_ready(self.process, self.base_url):
+                return
             assert ADDRESS_IN_USE in self.output().lower() and attempt < 2, self.output()
             self.base_url = f"http://127.0.0.1:{free_port()}"
 
